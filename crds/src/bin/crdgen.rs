@@ -1,0 +1,21 @@
+//! Writes every ferrolb CRD as YAML into the directory given (default `deploy/crds`).
+//! CI runs it into a temporary directory and fails when the result differs from what is committed.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+fn main() -> anyhow::Result<()> {
+    let dir = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("deploy/crds"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for crd in ferrolb_crds::all() {
+        let path = dir.join(ferrolb_crds::file_name(&crd));
+        let yaml = ferrolb_crds::render(&crd)?;
+        std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! `ferrolb-lab`: the lab from the command line.
+//!
+//! - `up`: builds the layer-2 segment and starts the real kube-apiserver, applies `deploy/crds`,
+//!   prints how to reach everything, and tears it all down on Ctrl-C or SIGTERM.
+//! - `clean`: removes every lab namespace left on this machine.
+//! - `backend`, `probe`: the small programs the lab runs inside its namespaces.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ferrolb_lab::netns::{self, Lab, LabConfig, Port};
+use ferrolb_lab::{KubeEnv, probe};
+
+#[derive(Parser, Debug)]
+#[command(name = "ferrolb-lab", about = "ferrolb's lab: a real kube-apiserver and a layer-2 segment of network namespaces")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Bring up the lab with the real API server and keep it until Ctrl-C.
+    Up {
+        /// Number of node namespaces.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+    },
+    /// Remove every lab namespace and run directory on this machine (also those of live runs).
+    Clean,
+    /// Answer every TCP connection on [::]:PORT with NAME (runs inside a node namespace).
+    Backend {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = netns::BACKEND_PORT)]
+        port: u16,
+    },
+    /// Send COUNT TCP requests to TARGET and print each outcome as a JSON line.
+    Probe {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(probe::MAX_PROBES)))]
+        count: u32,
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Up { nodes } => up(nodes),
+        Command::Clean => {
+            for ns in netns::sweep_all() {
+                println!("removed {ns}");
+            }
+            Ok(())
+        }
+        Command::Backend { name, port } => probe::backend(&name, port),
+        Command::Probe { target, count, interval_ms, timeout_ms } => {
+            let spec = probe::ProbeSpec {
+                target,
+                count,
+                interval: Duration::from_millis(interval_ms),
+                timeout: Duration::from_millis(timeout_ms),
+            };
+            probe::run(&spec, &mut std::io::stdout().lock())
+        }
+    }
+}
+
+fn up(nodes: usize) -> anyhow::Result<()> {
+    let lab = Lab::new(LabConfig { nodes, backends: true })?;
+    println!("lab {} is up: {} nodes", lab.prefix(), lab.nodes());
+    let env = KubeEnv::start(&lab)?;
+    let crds = ferrolb_lab::workspace_root().join("deploy").join("crds");
+    print!("{}", env.kubectl(&["apply", "-f", &crds.to_string_lossy()])?);
+    println!();
+    println!("kube-apiserver {} (inside the lab: https://{}:{})", env.local_url(), netns::API_V4, ferrolb_lab::kube_env::API_PORT);
+    println!();
+    println!("  export KUBECONFIG={}", env.kubeconfig().display());
+    println!("  kubectl get namespaces");
+    println!("  kubectl get ipaddresspools");
+    println!();
+    println!("namespaces (ip netns exec NAME …):");
+    for port in lab.ports() {
+        println!("  {:<28} {:<15} {:<14} {}", lab.netns(port), port.v4(), port.v6(), port.mac());
+    }
+    println!("  {:<28} br0 (the switch)", lab.switch_ns());
+    println!();
+    let c = lab.netns(Port::Client);
+    println!("try:  ip netns exec {c} arping -c 2 -I eth0 {}", Port::Node(1).v4());
+    println!("      ip netns exec {c} ndisc6 {} eth0", Port::Node(1).v6());
+    println!("lab logs and data: {}", lab.dir().display());
+    println!("Ctrl-C (or SIGTERM) tears everything down.");
+    wait_for_signal()?;
+    println!("tearing down");
+    drop(env);
+    drop(lab);
+    Ok(())
+}
+
+fn wait_for_signal() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,221 @@
+//! A real kube-apiserver with a real etcd, running in the lab's `api` namespace.
+//!
+//! The binary comes from `tests/kube-env` (official Go modules, see its go.mod) and is built once
+//! into `target/kube-env/kube-env`, again whenever its Go sources are newer than the binary.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::cmd;
+use crate::forward::Forwarder;
+use crate::netns::{API_V4, API_V6, Lab, Port};
+use crate::process::LabChild;
+
+/// Secure port of the API server inside the lab.
+pub const API_PORT: u16 = 6443;
+/// How long a cold start (etcd + apiserver bootstrap) may take on a loaded 2-core machine.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A running kube-apiserver + etcd. Stopped when dropped (before the lab it lives in).
+#[derive(Debug)]
+pub struct KubeEnv {
+    child: Option<LabChild>,
+    forwarder: Forwarder,
+    dir: PathBuf,
+    token: String,
+}
+
+impl KubeEnv {
+    /// Builds (if needed) and starts the API server in `lab`'s `api` namespace, waits until
+    /// `/readyz` answers, and writes the kubeconfigs.
+    pub fn start(lab: &Lab) -> anyhow::Result<KubeEnv> {
+        let bin = build()?;
+        let dir = lab.dir().join("kube");
+        std::fs::create_dir_all(&dir)?;
+        let token = random_token()?;
+        let bin = bin.to_string_lossy().into_owned();
+        let data = dir.to_string_lossy().into_owned();
+        let bind = API_V4.to_string();
+        let san = API_V6.to_string();
+        let port = API_PORT.to_string();
+        let child = lab.spawn(
+            Port::Api,
+            "kube-apiserver",
+            &[
+                &bin, "--data-dir", &data, "--bind", &bind, "--port", &port, "--san", &san,
+                "--token", &token,
+            ],
+        )?;
+        let forwarder = Forwarder::start(&lab.netns(Port::Api), SocketAddr::new(API_V4.into(), API_PORT))?;
+        let mut env = KubeEnv { child: Some(child), forwarder, dir, token };
+        env.wait_ready()?;
+        let local = format!("https://{}", env.forwarder.local_addr());
+        let lab_url = format!("https://{API_V4}:{API_PORT}");
+        env.write_kubeconfig(&env.kubeconfig(), &local)?;
+        env.write_kubeconfig(&env.lab_kubeconfig(), &lab_url)?;
+        Ok(env)
+    }
+
+    /// Admin kubeconfig for the test process and the root namespace (through the forwarder).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("admin.kubeconfig")
+    }
+
+    /// Admin kubeconfig for processes inside the lab (server `https://192.0.2.2:6443`).
+    pub fn lab_kubeconfig(&self) -> PathBuf {
+        self.dir.join("admin-lab.kubeconfig")
+    }
+
+    /// The cluster CA certificate (PEM).
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join("pki").join("ca.crt")
+    }
+
+    /// URL of the API server as seen from the root namespace.
+    pub fn local_url(&self) -> String {
+        format!("https://{}", self.forwarder.local_addr())
+    }
+
+    /// The admin bearer token (group `system:masters`).
+    pub fn admin_token(&self) -> &str {
+        &self.token
+    }
+
+    /// A kube-rs client with admin rights. Must be called inside a tokio runtime.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig())?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// Runs the machine's real `kubectl` with the admin kubeconfig; returns stdout.
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let kc = self.kubeconfig().to_string_lossy().into_owned();
+        let mut argv = vec!["kubectl", "--kubeconfig", &kc];
+        argv.extend_from_slice(args);
+        cmd::run_timeout(&argv, Duration::from_secs(60))
+    }
+
+    /// The API server's log so far.
+    pub fn log_text(&self) -> String {
+        self.child.as_ref().map(LabChild::log_text).unwrap_or_default()
+    }
+
+    /// Stops the API server (SIGTERM, then SIGKILL after 10 s): an API-server outage.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.terminate(Duration::from_secs(10))?;
+        }
+        Ok(())
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let url = self.local_url();
+        loop {
+            let out = cmd::output_timeout(
+                &[
+                    "kubectl", "--server", &url, "--token", &self.token,
+                    "--insecure-skip-tls-verify", "get", "--raw", "/readyz",
+                ],
+                Duration::from_secs(10),
+            );
+            if let Ok(o) = &out {
+                if o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "ok" {
+                    return Ok(());
+                }
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!(
+                        "kube-apiserver exited ({status}) before it was ready; its log:\n{}",
+                        tail(&child.log_text(), 60)
+                    );
+                }
+            }
+            if start.elapsed() > READY_TIMEOUT {
+                bail!(
+                    "kube-apiserver not ready after {READY_TIMEOUT:?}; its log:\n{}",
+                    tail(&self.log_text(), 60)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn write_kubeconfig(&self, path: &Path, server: &str) -> anyhow::Result<()> {
+        let ca = self.ca_path();
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: ferrolb-lab\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: admin\n  user:\n    token: {}\ncontexts:\n- name: ferrolb-lab\n  context:\n    cluster: ferrolb-lab\n    user: admin\ncurrent-context: ferrolb-lab\n",
+            ca.display(),
+            self.token
+        );
+        std::fs::write(path, yaml)?;
+        Ok(())
+    }
+}
+
+impl Drop for KubeEnv {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// Serialises builds between threads of one process; `flock` does it between processes.
+static BUILD: Mutex<()> = Mutex::new(());
+
+/// Builds the kube-env binary when it is missing or older than its Go sources; returns its path.
+pub fn build() -> anyhow::Result<PathBuf> {
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let src = crate::workspace_root().join("tests").join("kube-env");
+    let out_dir = crate::target_dir().join("kube-env");
+    std::fs::create_dir_all(&out_dir)?;
+    let bin = out_dir.join("kube-env");
+    let lock = File::create(out_dir.join(".lock"))?;
+    let _flock = Flock::lock(lock, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .context("locking target/kube-env")?;
+    let newest_source = ["go.mod", "go.sum", "main.go"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(src.join(f)).and_then(|m| m.modified()).ok())
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    if built.is_some_and(|b| b >= newest_source) {
+        return Ok(bin);
+    }
+    eprintln!("building kube-apiserver + etcd from Go modules (tests/kube-env); the first build takes minutes");
+    let tmp = out_dir.join("kube-env.tmp");
+    let status = std::process::Command::new("go")
+        .args(["build", "-trimpath", "-o"])
+        .arg(&tmp)
+        .arg(".")
+        .current_dir(&src)
+        .status()
+        .context("running `go build` (is Go installed?)")?;
+    if !status.success() {
+        bail!("`go build` of tests/kube-env failed ({status})");
+    }
+    std::fs::rename(&tmp, &bin)?;
+    Ok(bin)
+}
+
+fn random_token() -> anyhow::Result<String> {
+    let mut buf = [0u8; 16];
+    use std::io::Read;
+    File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
