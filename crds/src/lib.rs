@@ -10,7 +10,7 @@ pub mod pool;
 pub use pool::{IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus};
 
 use kube::CustomResourceExt;
-use kube::core::crd::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 /// API group of every ferrolb custom resource.
 pub const GROUP: &str = "ferrolb.io";

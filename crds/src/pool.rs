@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
     kind = "IPAddressPool",
     plural = "ipaddresspools",
     shortname = "ipp",
+    doc = "A pool of addresses that the ferrolb controller assigns to Services of type LoadBalancer.",
     status = "IPAddressPoolStatus",
     printcolumn = r#"{"name":"Addresses","type":"string","jsonPath":".spec.addresses"}"#,
     printcolumn = r#"{"name":"Auto-Assign","type":"boolean","jsonPath":".spec.autoAssign"}"#,

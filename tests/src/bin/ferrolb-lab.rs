@@ -26,6 +26,9 @@ enum Command {
         /// Number of node namespaces.
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Only the network: no API server.
+        #[arg(long)]
+        no_api: bool,
     },
     /// Remove every lab namespace and run directory on this machine (also those of live runs).
     Clean,
@@ -51,7 +54,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Up { nodes } => up(nodes),
+        Command::Up { nodes, no_api } => up(nodes, !no_api),
         Command::Clean => {
             for ns in netns::sweep_all() {
                 println!("removed {ns}");
@@ -71,9 +74,14 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn up(nodes: usize) -> anyhow::Result<()> {
+fn up(nodes: usize, api: bool) -> anyhow::Result<()> {
     let lab = Lab::new(LabConfig { nodes, backends: true })?;
     println!("lab {} is up: {} nodes", lab.prefix(), lab.nodes());
+    if !api {
+        print_namespaces(&lab);
+        wait_for_signal()?;
+        return Ok(());
+    }
     let env = KubeEnv::start(&lab)?;
     let crds = ferrolb_lab::workspace_root().join("deploy").join("crds");
     print!("{}", env.kubectl(&["apply", "-f", &crds.to_string_lossy()])?);
@@ -84,6 +92,15 @@ fn up(nodes: usize) -> anyhow::Result<()> {
     println!("  kubectl get namespaces");
     println!("  kubectl get ipaddresspools");
     println!();
+    print_namespaces(&lab);
+    wait_for_signal()?;
+    println!("tearing down");
+    drop(env);
+    drop(lab);
+    Ok(())
+}
+
+fn print_namespaces(lab: &Lab) {
     println!("namespaces (ip netns exec NAME …):");
     for port in lab.ports() {
         println!("  {:<28} {:<15} {:<14} {}", lab.netns(port), port.v4(), port.v6(), port.mac());
@@ -95,11 +112,6 @@ fn up(nodes: usize) -> anyhow::Result<()> {
     println!("      ip netns exec {c} ndisc6 {} eth0", Port::Node(1).v6());
     println!("lab logs and data: {}", lab.dir().display());
     println!("Ctrl-C (or SIGTERM) tears everything down.");
-    wait_for_signal()?;
-    println!("tearing down");
-    drop(env);
-    drop(lab);
-    Ok(())
 }
 
 fn wait_for_signal() -> anyhow::Result<()> {
