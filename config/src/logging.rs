@@ -30,7 +30,9 @@ pub enum LogFormat {
 #[derive(Debug, thiserror::Error)]
 pub enum LoggingError {
     /// The `--log-level` directive does not parse.
-    #[error("invalid --log-level {value:?}: {reason} (expected a level such as `info` or directives such as `info,ferrolb_speaker=debug`)")]
+    #[error(
+        "invalid --log-level {value:?}: {reason} (expected a level such as `info` or directives such as `info,ferrolb_speaker=debug`)"
+    )]
     InvalidLevel { value: String, reason: String },
     /// A global subscriber was installed already (a programming error in the binary).
     #[error("logging was already initialised: {0}")]

@@ -19,7 +19,10 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.log.init()?;
-    info!(version = env!("CARGO_PKG_VERSION"), "ferrolb-controller starting");
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "ferrolb-controller starting"
+    );
     let signal = shutdown_signal().await?;
     info!(%signal, "shutting down");
     Ok(())

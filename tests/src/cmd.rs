@@ -67,7 +67,11 @@ pub fn output_timeout(argv: &[&str], timeout: Duration) -> anyhow::Result<Output
     };
     let stdout = t_out.join().unwrap_or_default();
     let stderr = t_err.join().unwrap_or_default();
-    Ok(Output { status, stdout, stderr })
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 /// Polls `f` every `interval` until it returns `Some`, at most until `timeout`.

@@ -57,7 +57,12 @@ impl Forwarder {
                     }
                 }
             })?;
-        Ok(Forwarder { local, stop, conns, accept: Some(accept) })
+        Ok(Forwarder {
+            local,
+            stop,
+            conns,
+            accept: Some(accept),
+        })
     }
 
     /// The loopback address to connect to.
@@ -108,7 +113,9 @@ fn dialer(netns: &str, target: SocketAddr) -> anyhow::Result<mpsc::Sender<DialJo
 
 /// Copies bytes both ways between two sockets on two threads.
 fn splice(a: TcpStream, b: TcpStream, conns: &Arc<Mutex<Vec<TcpStream>>>) {
-    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else { return };
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
     if let Ok(mut c) = conns.lock() {
         // Keep clones so Drop can cut live connections; forget closed ones.
         c.retain(|s| s.peer_addr().is_ok());

@@ -48,12 +48,29 @@ impl KubeEnv {
             Port::Api,
             "kube-apiserver",
             &[
-                &bin, "--data-dir", &data, "--bind", &bind, "--port", &port, "--san", &san,
-                "--token", &token,
+                &bin,
+                "--data-dir",
+                &data,
+                "--bind",
+                &bind,
+                "--port",
+                &port,
+                "--san",
+                &san,
+                "--token",
+                &token,
             ],
         )?;
-        let forwarder = Forwarder::start(&lab.netns(Port::Api), SocketAddr::new(API_V4.into(), API_PORT))?;
-        let mut env = KubeEnv { child: Some(child), forwarder, dir, token };
+        let forwarder = Forwarder::start(
+            &lab.netns(Port::Api),
+            SocketAddr::new(API_V4.into(), API_PORT),
+        )?;
+        let mut env = KubeEnv {
+            child: Some(child),
+            forwarder,
+            dir,
+            token,
+        };
         env.wait_ready()?;
         let local = format!("https://{}", env.forwarder.local_addr());
         let lab_url = format!("https://{API_V4}:{API_PORT}");
@@ -106,7 +123,10 @@ impl KubeEnv {
 
     /// The API server's log so far.
     pub fn log_text(&self) -> String {
-        self.child.as_ref().map(LabChild::log_text).unwrap_or_default()
+        self.child
+            .as_ref()
+            .map(LabChild::log_text)
+            .unwrap_or_default()
     }
 
     /// Stops the API server (SIGTERM, then SIGKILL after 10 s): an API-server outage.
@@ -123,23 +143,31 @@ impl KubeEnv {
         loop {
             let out = cmd::output_timeout(
                 &[
-                    "kubectl", "--server", &url, "--token", &self.token,
-                    "--insecure-skip-tls-verify", "get", "--raw", "/readyz",
+                    "kubectl",
+                    "--server",
+                    &url,
+                    "--token",
+                    &self.token,
+                    "--insecure-skip-tls-verify",
+                    "get",
+                    "--raw",
+                    "/readyz",
                 ],
                 Duration::from_secs(10),
             );
-            if let Ok(o) = &out {
-                if o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "ok" {
-                    return Ok(());
-                }
+            if let Ok(o) = &out
+                && o.status.success()
+                && String::from_utf8_lossy(&o.stdout).trim() == "ok"
+            {
+                return Ok(());
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!(
-                        "kube-apiserver exited ({status}) before it was ready; its log:\n{}",
-                        tail(&child.log_text(), 60)
-                    );
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "kube-apiserver exited ({status}) before it was ready; its log:\n{}",
+                    tail(&child.log_text(), 60)
+                );
             }
             if start.elapsed() > READY_TIMEOUT {
                 bail!(
@@ -185,14 +213,20 @@ pub fn build() -> anyhow::Result<PathBuf> {
         .context("locking target/kube-env")?;
     let newest_source = ["go.mod", "go.sum", "main.go"]
         .iter()
-        .filter_map(|f| std::fs::metadata(src.join(f)).and_then(|m| m.modified()).ok())
+        .filter_map(|f| {
+            std::fs::metadata(src.join(f))
+                .and_then(|m| m.modified())
+                .ok()
+        })
         .max()
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
     if built.is_some_and(|b| b >= newest_source) {
         return Ok(bin);
     }
-    eprintln!("building kube-apiserver + etcd from Go modules (tests/kube-env); the first build takes minutes");
+    eprintln!(
+        "building kube-apiserver + etcd from Go modules (tests/kube-env); the first build takes minutes"
+    );
     let tmp = out_dir.join("kube-env.tmp");
     let status = std::process::Command::new("go")
         .args(["build", "-trimpath", "-o"])

@@ -64,5 +64,8 @@ pub fn lab_binary() -> PathBuf {
             return candidate;
         }
     }
-    panic!("ferrolb-lab binary not found next to {}; build it with `cargo build -p ferrolb-lab`", exe.display());
+    panic!(
+        "ferrolb-lab binary not found next to {}; build it with `cargo build -p ferrolb-lab`",
+        exe.display()
+    );
 }

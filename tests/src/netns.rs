@@ -102,7 +102,10 @@ pub struct LabConfig {
 
 impl Default for LabConfig {
     fn default() -> Self {
-        LabConfig { nodes: 3, backends: true }
+        LabConfig {
+            nodes: 3,
+            backends: true,
+        }
     }
 }
 
@@ -122,7 +125,10 @@ impl Lab {
     pub fn new(config: LabConfig) -> anyhow::Result<Lab> {
         crate::require_root();
         if config.nodes > MAX_NODES {
-            bail!("a lab has at most {MAX_NODES} nodes, asked for {}", config.nodes);
+            bail!(
+                "a lab has at most {MAX_NODES} nodes, asked for {}",
+                config.nodes
+            );
         }
         sweep_stale();
         let prefix = format!(
@@ -200,12 +206,35 @@ impl Lab {
         let mac = port.mac();
         let v4 = format!("{}/24", port.v4());
         let v6 = format!("{}/64", port.v6());
-        cmd::run(&["ip", "-n", &ns, "link", "set", "eth0", "address", &mac, "up"])?;
+        cmd::run(&[
+            "ip", "-n", &ns, "link", "set", "eth0", "address", &mac, "up",
+        ])?;
         cmd::run(&["ip", "-n", &ns, "addr", "add", &v4, "dev", "eth0"])?;
         cmd::run(&["ip", "-n", &ns, "addr", "add", &v6, "dev", "eth0", "nodad"])?;
         if let Port::Node(_) = port {
-            cmd::run(&["ip", "-n", &ns, "route", "add", "local", VIP_RANGE_V4, "dev", "lo"])?;
-            cmd::run(&["ip", "-n", &ns, "-6", "route", "add", "local", VIP_RANGE_V6, "dev", "lo"])?;
+            cmd::run(&[
+                "ip",
+                "-n",
+                &ns,
+                "route",
+                "add",
+                "local",
+                VIP_RANGE_V4,
+                "dev",
+                "lo",
+            ])?;
+            cmd::run(&[
+                "ip",
+                "-n",
+                &ns,
+                "-6",
+                "route",
+                "add",
+                "local",
+                VIP_RANGE_V6,
+                "dev",
+                "lo",
+            ])?;
         }
         Ok(())
     }
@@ -305,7 +334,15 @@ impl Lab {
     /// (a dead node, as seen by everyone else) or comes back.
     pub fn set_link(&self, port: Port, up: bool) -> anyhow::Result<()> {
         let state = if up { "up" } else { "down" };
-        cmd::run(&["ip", "-n", &self.switch_ns(), "link", "set", &port.tag(), state])?;
+        cmd::run(&[
+            "ip",
+            "-n",
+            &self.switch_ns(),
+            "link",
+            "set",
+            &port.tag(),
+            state,
+        ])?;
         Ok(())
     }
 
@@ -341,7 +378,17 @@ impl Lab {
         let sw = self.switch_ns();
         let list = cmd::run(&["ip", "netns", "exec", &sw, "nft", "list", "tables"])?;
         if list.contains("ferrolb_partition") {
-            cmd::run(&["ip", "netns", "exec", &sw, "nft", "delete", "table", "bridge", "ferrolb_partition"])?;
+            cmd::run(&[
+                "ip",
+                "netns",
+                "exec",
+                &sw,
+                "nft",
+                "delete",
+                "table",
+                "bridge",
+                "ferrolb_partition",
+            ])?;
         }
         Ok(())
     }
@@ -358,15 +405,31 @@ impl Lab {
         let ns = self.netns(port);
         let list = cmd::run(&["ip", "netns", "exec", &ns, "nft", "list", "tables"])?;
         if list.contains("ferrolb_loss") {
-            cmd::run(&["ip", "netns", "exec", &ns, "nft", "delete", "table", "netdev", "ferrolb_loss"])?;
+            cmd::run(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "nft",
+                "delete",
+                "table",
+                "netdev",
+                "ferrolb_loss",
+            ])?;
         }
         if percent == 0 {
             return Ok(());
         }
+        // `numgen random mod 100` yields 0..=99, so 100% is an unconditional drop.
+        let verdict = if percent == 100 {
+            "drop".to_string()
+        } else {
+            format!("numgen random mod 100 < {percent} drop")
+        };
         let rules = format!(
             "table netdev ferrolb_loss {{\n\
-             chain in {{ type filter hook ingress device \"eth0\" priority 0; numgen random mod 100 < {percent} drop; }}\n\
-             chain out {{ type filter hook egress device \"eth0\" priority 0; numgen random mod 100 < {percent} drop; }}\n\
+             chain ingress_loss {{ type filter hook ingress device \"eth0\" priority 0; {verdict}; }}\n\
+             chain egress_loss {{ type filter hook egress device \"eth0\" priority 0; {verdict}; }}\n\
              }}\n"
         );
         self.nft(&ns, &rules)
@@ -376,7 +439,9 @@ impl Lab {
     /// it). Fails with an explanation on kernels built without netem.
     pub fn set_delay(&self, port: Port, ms: u32) -> anyhow::Result<()> {
         let ns = self.netns(port);
-        let _ = cmd::run(&["ip", "netns", "exec", &ns, "tc", "qdisc", "del", "dev", "eth0", "root"]);
+        let _ = cmd::run(&[
+            "ip", "netns", "exec", &ns, "tc", "qdisc", "del", "dev", "eth0", "root",
+        ]);
         if ms == 0 {
             return Ok(());
         }
@@ -390,7 +455,9 @@ impl Lab {
     }
 
     fn nft(&self, ns: &str, rules: &str) -> anyhow::Result<()> {
-        let file = self.dir.join(format!("nft-{}.conf", SEQ.fetch_add(1, Ordering::SeqCst)));
+        let file = self
+            .dir
+            .join(format!("nft-{}.conf", SEQ.fetch_add(1, Ordering::SeqCst)));
         std::fs::write(&file, rules)?;
         let path = file.to_string_lossy().into_owned();
         cmd::run(&["ip", "netns", "exec", ns, "nft", "-f", &path])
@@ -407,10 +474,10 @@ impl Lab {
                 errors.push(format!("{ns}: {e:#}"));
             }
         }
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                errors.push(format!("{}: {e}", self.dir.display()));
-            }
+        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            errors.push(format!("{}: {e}", self.dir.display()));
         }
         errors
     }
@@ -440,7 +507,10 @@ pub fn runs_dir() -> PathBuf {
 /// PIDs of processes inside a namespace.
 pub fn netns_pids(ns: &str) -> anyhow::Result<Vec<i32>> {
     let out = cmd::run(&["ip", "netns", "pids", ns])?;
-    Ok(out.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+    Ok(out
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect())
 }
 
 /// Kills every process in `ns` and deletes it.
@@ -478,7 +548,11 @@ pub fn lab_namespaces() -> Vec<String> {
 
 /// PID of the process that created a lab object, read from its name (`ferrolb-<pid>-<seq>-…`).
 fn owner_pid(name: &str) -> Option<i32> {
-    name.strip_prefix(&format!("{PREFIX}-"))?.split('-').next()?.parse().ok()
+    name.strip_prefix(&format!("{PREFIX}-"))?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Removes namespaces and run directories left by lab runs whose process is gone (a crashed or
@@ -519,7 +593,9 @@ pub fn sweep_all() -> Vec<String> {
 
 /// Prints the last lines of every log of a failed run, so a CI failure explains itself.
 fn print_logs(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
     for p in paths {

@@ -21,7 +21,9 @@ pub fn arping(lab: &Lab, from: Port, addr: IpAddr, count: u32) -> anyhow::Result
     let w = (count + 1).to_string();
     let a = addr.to_string();
     let out = cmd::output_timeout(
-        &["ip", "netns", "exec", &ns, "arping", "-c", &c, "-w", &w, "-I", "eth0", &a],
+        &[
+            "ip", "netns", "exec", &ns, "arping", "-c", &c, "-w", &w, "-I", "eth0", &a,
+        ],
         Duration::from_secs(u64::from(count) + 10),
     )?;
     Ok(parse_arping(&String::from_utf8_lossy(&out.stdout)))
@@ -33,7 +35,9 @@ pub fn ndisc6(lab: &Lab, from: Port, addr: IpAddr) -> anyhow::Result<Vec<String>
     let ns = lab.netns(from);
     let a = addr.to_string();
     let out = cmd::output_timeout(
-        &["ip", "netns", "exec", &ns, "ndisc6", "-m", "-n", "-r", "1", "-w", "1000", &a, "eth0"],
+        &[
+            "ip", "netns", "exec", &ns, "ndisc6", "-m", "-n", "-r", "1", "-w", "1000", &a, "eth0",
+        ],
         Duration::from_secs(10),
     )?;
     Ok(parse_ndisc6(&String::from_utf8_lossy(&out.stdout)))
@@ -41,7 +45,10 @@ pub fn ndisc6(lab: &Lab, from: Port, addr: IpAddr) -> anyhow::Result<Vec<String>
 
 /// The neighbour-cache entry for `addr` in `port`'s namespace: (MAC, state) or `None`.
 pub fn neigh(lab: &Lab, port: Port, addr: IpAddr) -> anyhow::Result<Option<(String, String)>> {
-    let out = lab.exec(port, &["ip", "neigh", "show", &addr.to_string(), "dev", "eth0"])?;
+    let out = lab.exec(
+        port,
+        &["ip", "neigh", "show", &addr.to_string(), "dev", "eth0"],
+    )?;
     Ok(parse_neigh(&out))
 }
 
@@ -57,7 +64,16 @@ pub fn tcp_get(lab: &Lab, from: Port, target: SocketAddr) -> anyhow::Result<Prob
     let t = target.to_string();
     let out = lab.exec(
         from,
-        &[&bin, "probe", "--target", &t, "--count", "1", "--timeout-ms", "2000"],
+        &[
+            &bin,
+            "probe",
+            "--target",
+            &t,
+            "--count",
+            "1",
+            "--timeout-ms",
+            "2000",
+        ],
     )?;
     crate::probe::parse_records(&out)
         .into_iter()
@@ -102,7 +118,10 @@ impl Capture {
 fn frame_lines(log: &str) -> Vec<String> {
     // Frame lines start with a timestamp (hh:mm:ss.micros); status lines do not.
     log.lines()
-        .filter(|l| l.as_bytes().get(2) == Some(&b':') && l.as_bytes().first().is_some_and(u8::is_ascii_digit))
+        .filter(|l| {
+            l.as_bytes().get(2) == Some(&b':')
+                && l.as_bytes().first().is_some_and(u8::is_ascii_digit)
+        })
         .map(str::to_string)
         .collect()
 }
@@ -149,7 +168,9 @@ mod tests {
                    Unicast reply from 192.0.2.11 [02:FE:00:00:00:0B]  0.701ms\n\
                    Sent 2 probes (1 broadcast(s))\nReceived 2 response(s)\n";
         assert_eq!(parse_arping(out), vec!["02:fe:00:00:00:0b"; 2]);
-        assert!(parse_arping("ARPING 192.0.2.99\nSent 2 probes\nReceived 0 response(s)\n").is_empty());
+        assert!(
+            parse_arping("ARPING 192.0.2.99\nSent 2 probes\nReceived 0 response(s)\n").is_empty()
+        );
     }
 
     #[test]
@@ -166,7 +187,10 @@ mod tests {
             parse_neigh("192.0.2.11 lladdr 02:fe:00:00:00:0b REACHABLE\n"),
             Some(("02:fe:00:00:00:0b".into(), "REACHABLE".into()))
         );
-        assert_eq!(parse_neigh("192.0.2.99 FAILED\n"), Some((String::new(), "FAILED".into())));
+        assert_eq!(
+            parse_neigh("192.0.2.99 FAILED\n"),
+            Some((String::new(), "FAILED".into()))
+        );
         assert_eq!(parse_neigh(""), None);
     }
 

@@ -69,11 +69,16 @@ pub fn run(spec: &ProbeSpec, out: &mut impl Write) -> anyhow::Result<()> {
 }
 
 fn once(seq: u32, target: SocketAddr, timeout: Duration) -> ProbeRecord {
-    let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     let t0 = Instant::now();
     let result = (|| -> std::io::Result<String> {
         let mut s = TcpStream::connect_timeout(&target, timeout)?;
-        let left = timeout.saturating_sub(t0.elapsed()).max(Duration::from_millis(1));
+        let left = timeout
+            .saturating_sub(t0.elapsed())
+            .max(Duration::from_millis(1));
         s.set_read_timeout(Some(left))?;
         let mut buf = String::new();
         s.read_to_string(&mut buf)?;
@@ -81,15 +86,35 @@ fn once(seq: u32, target: SocketAddr, timeout: Duration) -> ProbeRecord {
     })();
     let latency_us = t0.elapsed().as_micros();
     match result {
-        Ok(name) if !name.is_empty() => ProbeRecord { seq, unix_ms, latency_us, node: Some(name), error: None },
-        Ok(_) => ProbeRecord { seq, unix_ms, latency_us, node: None, error: Some("empty answer".into()) },
-        Err(e) => ProbeRecord { seq, unix_ms, latency_us, node: None, error: Some(e.to_string()) },
+        Ok(name) if !name.is_empty() => ProbeRecord {
+            seq,
+            unix_ms,
+            latency_us,
+            node: Some(name),
+            error: None,
+        },
+        Ok(_) => ProbeRecord {
+            seq,
+            unix_ms,
+            latency_us,
+            node: None,
+            error: Some("empty answer".into()),
+        },
+        Err(e) => ProbeRecord {
+            seq,
+            unix_ms,
+            latency_us,
+            node: None,
+            error: Some(e.to_string()),
+        },
     }
 }
 
 /// Parses the JSON lines a probe run printed (other lines are ignored).
 pub fn parse_records(out: &str) -> Vec<ProbeRecord> {
-    out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    out.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// The longest stretch without a successful answer between two successes, in milliseconds,
@@ -101,11 +126,9 @@ pub fn longest_outage_ms(records: &[ProbeRecord]) -> Option<u128> {
     let mut worst = None;
     for r in records {
         if r.ok() {
-            if failing {
-                if let Some(prev) = last_ok {
-                    let gap = r.unix_ms.saturating_sub(prev.unix_ms);
-                    worst = Some(worst.map_or(gap, |w: u128| w.max(gap)));
-                }
+            if failing && let Some(prev) = last_ok {
+                let gap = r.unix_ms.saturating_sub(prev.unix_ms);
+                worst = Some(worst.map_or(gap, |w: u128| w.max(gap)));
             }
             failing = false;
             last_ok = Some(r);
@@ -132,9 +155,19 @@ mod tests {
 
     #[test]
     fn outage_spans_from_last_success_to_next() {
-        let r = [rec(0, 0, true), rec(1, 10, false), rec(2, 20, false), rec(3, 30, true), rec(4, 40, false), rec(5, 45, true)];
+        let r = [
+            rec(0, 0, true),
+            rec(1, 10, false),
+            rec(2, 20, false),
+            rec(3, 30, true),
+            rec(4, 40, false),
+            rec(5, 45, true),
+        ];
         assert_eq!(longest_outage_ms(&r), Some(30));
-        assert_eq!(longest_outage_ms(&[rec(0, 0, true), rec(1, 10, true)]), None);
+        assert_eq!(
+            longest_outage_ms(&[rec(0, 0, true), rec(1, 10, true)]),
+            None
+        );
     }
 
     #[test]
@@ -153,11 +186,19 @@ mod tests {
                 let _ = c.unwrap().write_all(b"node-9\n");
             }
         });
-        let spec = ProbeSpec { target: addr, count: 3, interval: Duration::from_millis(1), timeout: Duration::from_secs(2) };
+        let spec = ProbeSpec {
+            target: addr,
+            count: 3,
+            interval: Duration::from_millis(1),
+            timeout: Duration::from_secs(2),
+        };
         let mut out = Vec::new();
         run(&spec, &mut out).unwrap();
         let recs = parse_records(&String::from_utf8(out).unwrap());
         assert_eq!(recs.len(), 3);
-        assert!(recs.iter().all(|r| r.node.as_deref() == Some("node-9")), "{recs:?}");
+        assert!(
+            recs.iter().all(|r| r.node.as_deref() == Some("node-9")),
+            "{recs:?}"
+        );
     }
 }

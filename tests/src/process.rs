@@ -36,7 +36,10 @@ impl Spawner {
                 }
             })
             .expect("spawning the lab-spawner thread");
-        Spawner { tx: Some(tx), thread: Some(thread) }
+        Spawner {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
     }
 
     /// Starts `argv` inside network namespace `netns`, output appended to `log`.
@@ -54,12 +57,20 @@ impl Spawner {
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", netns, "setpriv", "--pdeathsig", "KILL", "--"])
-            .args(argv)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file);
+        cmd.args([
+            "netns",
+            "exec",
+            netns,
+            "setpriv",
+            "--pdeathsig",
+            "KILL",
+            "--",
+        ])
+        .args(argv)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file);
         let (reply_tx, reply_rx) = mpsc::channel();
         self.tx
             .as_ref()

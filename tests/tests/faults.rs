@@ -11,9 +11,17 @@ use ferrolb_lab::{Lab, LabConfig, Port};
 
 #[test]
 fn link_down_partition_and_loss_cut_exactly_what_they_name() {
-    let lab = Lab::new(LabConfig { nodes: 2, backends: true }).unwrap();
+    let lab = Lab::new(LabConfig {
+        nodes: 2,
+        backends: true,
+    })
+    .unwrap();
     let (n1, n2) = (Port::Node(1), Port::Node(2));
-    let answers = |p: Port| !arping(&lab, Port::Client, p.v4().into(), 1).unwrap().is_empty();
+    let answers = |p: Port| {
+        !arping(&lab, Port::Client, p.v4().into(), 1)
+            .unwrap()
+            .is_empty()
+    };
     assert!(answers(n1) && answers(n2));
 
     lab.set_link(n1, false).unwrap();
@@ -37,14 +45,23 @@ fn link_down_partition_and_loss_cut_exactly_what_they_name() {
 
     // 50% loss in each direction: some of 20 requests get through, some do not.
     lab.set_loss(n2, 50).unwrap();
-    let got = arping(&lab, Port::Client, n2.v4().into(), 20).unwrap().len();
+    let got = arping(&lab, Port::Client, n2.v4().into(), 20)
+        .unwrap()
+        .len();
     lab.set_loss(n2, 0).unwrap();
-    assert!(got > 0 && got < 20, "{got}/20 answers through 50% loss each way");
+    assert!(
+        got > 0 && got < 20,
+        "{got}/20 answers through 50% loss each way"
+    );
 }
 
 #[test]
 fn frozen_node_stops_answering_tcp_until_thawed() {
-    let lab = Lab::new(LabConfig { nodes: 1, backends: true }).unwrap();
+    let lab = Lab::new(LabConfig {
+        nodes: 1,
+        backends: true,
+    })
+    .unwrap();
     let target = SocketAddr::new(Port::Node(1).v4().into(), BACKEND_PORT);
     assert!(tcp_get(&lab, Port::Client, target).unwrap().ok());
     lab.set_frozen(Port::Node(1), true).unwrap();
@@ -56,24 +73,51 @@ fn frozen_node_stops_answering_tcp_until_thawed() {
 
 #[test]
 fn probe_loop_measures_an_outage() {
-    let lab = Lab::new(LabConfig { nodes: 1, backends: true }).unwrap();
+    let lab = Lab::new(LabConfig {
+        nodes: 1,
+        backends: true,
+    })
+    .unwrap();
     let bin = ferrolb_lab::lab_binary().to_string_lossy().into_owned();
     let target = SocketAddr::new(Port::Node(1).v4().into(), BACKEND_PORT).to_string();
     let mut probe = lab
         .spawn(
             Port::Client,
             "probe",
-            &[&bin, "probe", "--target", &target, "--count", "40", "--interval-ms", "50", "--timeout-ms", "200"],
+            &[
+                &bin,
+                "probe",
+                "--target",
+                &target,
+                "--count",
+                "40",
+                "--interval-ms",
+                "50",
+                "--timeout-ms",
+                "200",
+            ],
         )
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     lab.set_link(Port::Node(1), false).unwrap();
     std::thread::sleep(Duration::from_millis(600));
     lab.set_link(Port::Node(1), true).unwrap();
-    assert!(probe.wait_timeout(Duration::from_secs(20)).unwrap().is_some(), "probe loop did not end");
+    assert!(
+        probe
+            .wait_timeout(Duration::from_secs(20))
+            .unwrap()
+            .is_some(),
+        "probe loop did not end"
+    );
     let records = parse_records(&probe.log_text());
     assert_eq!(records.len(), 40);
-    assert!(records.first().unwrap().ok() && records.last().unwrap().ok(), "{records:?}");
+    assert!(
+        records.first().unwrap().ok() && records.last().unwrap().ok(),
+        "{records:?}"
+    );
     let outage = longest_outage_ms(&records).expect("the link was down, some requests must fail");
-    assert!((400..3000).contains(&outage), "outage {outage} ms for a 600 ms link cut");
+    assert!(
+        (400..3000).contains(&outage),
+        "outage {outage} ms for a 600 ms link cut"
+    );
 }

@@ -11,11 +11,19 @@ fn main() -> anyhow::Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("deploy/crds"));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut files = Vec::new();
     for crd in ferrolb_crds::all() {
-        let path = dir.join(ferrolb_crds::file_name(&crd));
+        let name = ferrolb_crds::file_name(&crd);
+        let path = dir.join(&name);
+        files.push(name);
         let yaml = ferrolb_crds::render(&crd)?;
         std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     }
+    // A kustomization listing them, so `deploy/kustomization.yaml` can include the directory.
+    let path = dir.join("kustomization.yaml");
+    std::fs::write(&path, ferrolb_crds::kustomization(&files))
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
     Ok(())
 }

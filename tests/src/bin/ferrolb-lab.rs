@@ -13,7 +13,10 @@ use ferrolb_lab::netns::{self, Lab, LabConfig, Port};
 use ferrolb_lab::{KubeEnv, probe};
 
 #[derive(Parser, Debug)]
-#[command(name = "ferrolb-lab", about = "ferrolb's lab: a real kube-apiserver and a layer-2 segment of network namespaces")]
+#[command(
+    name = "ferrolb-lab",
+    about = "ferrolb's lab: a real kube-apiserver and a layer-2 segment of network namespaces"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,7 +65,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Backend { name, port } => probe::backend(&name, port),
-        Command::Probe { target, count, interval_ms, timeout_ms } => {
+        Command::Probe {
+            target,
+            count,
+            interval_ms,
+            timeout_ms,
+        } => {
             let spec = probe::ProbeSpec {
                 target,
                 count,
@@ -75,7 +83,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn up(nodes: usize, api: bool) -> anyhow::Result<()> {
-    let lab = Lab::new(LabConfig { nodes, backends: true })?;
+    let lab = Lab::new(LabConfig {
+        nodes,
+        backends: true,
+    })?;
     println!("lab {} is up: {} nodes", lab.prefix(), lab.nodes());
     if !api {
         print_namespaces(&lab);
@@ -83,10 +94,19 @@ fn up(nodes: usize, api: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let env = KubeEnv::start(&lab)?;
-    let crds = ferrolb_lab::workspace_root().join("deploy").join("crds");
-    print!("{}", env.kubectl(&["apply", "-f", &crds.to_string_lossy()])?);
+    let deploy = ferrolb_lab::workspace_root().join("deploy");
+    println!("kubectl apply -k {}", deploy.display());
+    print!(
+        "{}",
+        env.kubectl(&["apply", "-k", &deploy.to_string_lossy()])?
+    );
     println!();
-    println!("kube-apiserver {} (inside the lab: https://{}:{})", env.local_url(), netns::API_V4, ferrolb_lab::kube_env::API_PORT);
+    println!(
+        "kube-apiserver {} (inside the lab: https://{}:{})",
+        env.local_url(),
+        netns::API_V4,
+        ferrolb_lab::kube_env::API_PORT
+    );
     println!();
     println!("  export KUBECONFIG={}", env.kubeconfig().display());
     println!("  kubectl get namespaces");
@@ -103,19 +123,30 @@ fn up(nodes: usize, api: bool) -> anyhow::Result<()> {
 fn print_namespaces(lab: &Lab) {
     println!("namespaces (ip netns exec NAME …):");
     for port in lab.ports() {
-        println!("  {:<28} {:<15} {:<14} {}", lab.netns(port), port.v4(), port.v6(), port.mac());
+        println!(
+            "  {:<28} {:<15} {:<14} {}",
+            lab.netns(port),
+            port.v4(),
+            port.v6(),
+            port.mac()
+        );
     }
     println!("  {:<28} br0 (the switch)", lab.switch_ns());
     println!();
     let c = lab.netns(Port::Client);
-    println!("try:  ip netns exec {c} arping -c 2 -I eth0 {}", Port::Node(1).v4());
+    println!(
+        "try:  ip netns exec {c} arping -c 2 -I eth0 {}",
+        Port::Node(1).v4()
+    );
     println!("      ip netns exec {c} ndisc6 {} eth0", Port::Node(1).v6());
     println!("lab logs and data: {}", lab.dir().display());
     println!("Ctrl-C (or SIGTERM) tears everything down.");
 }
 
 fn wait_for_signal() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;

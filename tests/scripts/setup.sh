@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what the lab and the build need on a fresh Debian machine. Idempotent.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+need_root "setup" "test"
+
+# Debian packages: the lab's tools (iproute2, nftables, setpriv from util-linux) and its
+# independent observers (arping, ndisc6, tcpdump, ss).
+pkgs=(iproute2 iputils-arping ndisc6 tcpdump nftables util-linux procps)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 || {
+    apt-get update -q >/dev/null
+    apt-get install -y -q "${missing[@]}" >/dev/null
+  }
+fi
+
+for tool in go cargo rustc; do
+  command -v "$tool" >/dev/null || { echo "error: $tool is not installed (Go and Rust are required)" >&2; exit 1; }
+done
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+# The real kube-apiserver and etcd, built from the official Go modules (cached in target/).
+echo "==> building tests/kube-env (kube-apiserver + etcd from Go modules; minutes the first time)"
+"$ROOT/tests/scripts/build-kube-env.sh"
+
+# The real kubectl: the machine's own if it has one, else built from the same Go modules.
+if ! command -v kubectl >/dev/null; then
+  echo "==> no kubectl on this machine: building it from k8s.io/kubernetes/cmd/kubectl"
+  (cd "$ROOT/tests/kube-env" && go build -trimpath -o "$ROOT/target/kube-env/kubectl" k8s.io/kubernetes/cmd/kubectl)
+  ln -sf "$ROOT/target/kube-env/kubectl" /usr/local/bin/kubectl
+fi
+echo "==> kubectl: $(kubectl version --client 2>/dev/null | head -1)"
