@@ -32,7 +32,7 @@ echo "==> building tests/kube-env (kube-apiserver + etcd from Go modules; minute
 # The real kubectl: the machine's own if it has one, else built from the same Go modules.
 if ! command -v kubectl >/dev/null; then
   echo "==> no kubectl on this machine: building it from k8s.io/kubernetes/cmd/kubectl"
-  (cd "$ROOT/tests/kube-env" && go build -trimpath -o "$ROOT/target/kube-env/kubectl" k8s.io/kubernetes/cmd/kubectl)
-  ln -sf "$ROOT/target/kube-env/kubectl" /usr/local/bin/kubectl
+  "$ROOT/tests/scripts/build-kube-env.sh" kubectl
+  ln -sf "${CARGO_TARGET_DIR:-$ROOT/target}/kube-env/kubectl" /usr/local/bin/kubectl
 fi
 echo "==> kubectl: $(kubectl version --client 2>/dev/null | head -1)"

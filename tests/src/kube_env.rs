@@ -7,7 +7,7 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use nix::fcntl::{Flock, FlockArg};
@@ -200,46 +200,25 @@ impl Drop for KubeEnv {
 /// Serialises builds between threads of one process; `flock` does it between processes.
 static BUILD: Mutex<()> = Mutex::new(());
 
-/// Builds the kube-env binary when it is missing or older than its Go sources; returns its path.
+/// Builds the kube-env binary when it is missing or older than its Go sources (through
+/// `tests/scripts/build-kube-env.sh`, the one build recipe); returns its path.
 pub fn build() -> anyhow::Result<PathBuf> {
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let src = crate::workspace_root().join("tests").join("kube-env");
     let out_dir = crate::target_dir().join("kube-env");
     std::fs::create_dir_all(&out_dir)?;
-    let bin = out_dir.join("kube-env");
     let lock = File::create(out_dir.join(".lock"))?;
     let _flock = Flock::lock(lock, FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
         .context("locking target/kube-env")?;
-    let newest_source = ["go.mod", "go.sum", "main.go"]
-        .iter()
-        .filter_map(|f| {
-            std::fs::metadata(src.join(f))
-                .and_then(|m| m.modified())
-                .ok()
-        })
-        .max()
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    if built.is_some_and(|b| b >= newest_source) {
-        return Ok(bin);
-    }
-    eprintln!(
-        "building kube-apiserver + etcd from Go modules (tests/kube-env); the first build takes minutes"
-    );
-    let tmp = out_dir.join("kube-env.tmp");
-    let status = std::process::Command::new("go")
-        .args(["build", "-trimpath", "-o"])
-        .arg(&tmp)
-        .arg(".")
-        .current_dir(&src)
+    let script = crate::workspace_root().join("tests/scripts/build-kube-env.sh");
+    let status = std::process::Command::new(&script)
+        .env("CARGO_TARGET_DIR", crate::target_dir())
         .status()
-        .context("running `go build` (is Go installed?)")?;
+        .with_context(|| format!("running {}", script.display()))?;
     if !status.success() {
-        bail!("`go build` of tests/kube-env failed ({status})");
+        bail!("building tests/kube-env failed ({status}); is Go installed?");
     }
-    std::fs::rename(&tmp, &bin)?;
-    Ok(bin)
+    Ok(out_dir.join("kube-env"))
 }
 
 fn random_token() -> anyhow::Result<String> {
