@@ -2,6 +2,7 @@
 //! (arrives with the pool and advertisement issues), and the command-line flags and logging set-up
 //! that `ferrolb-controller` and `ferrolb-speaker` share.
 
+pub mod addresses;
 pub mod logging;
 
 pub use logging::{LogArgs, LogFormat, LoggingError};

@@ -10,9 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-/// CEL rule for one entry of `spec.addresses`: a CIDR, or `start-end` with two addresses of one
+/// CEL rule for one entry of `spec.addresses`: an address, a CIDR, or `start-end` with two addresses of one
 /// family (Kubernetes ≥ 1.31 CEL IP/CIDR library).
-const ADDRESS_RULE: &str = "self.all(a, isCIDR(a) || (size(a.split('-')) == 2 \
+const ADDRESS_RULE: &str = "self.all(a, isIP(a) || isCIDR(a) || (size(a.split('-')) == 2 \
     && isIP(a.split('-')[0].trim()) && isIP(a.split('-')[1].trim()) \
     && ip(a.split('-')[0].trim()).family() == ip(a.split('-')[1].trim()).family()))";
 
@@ -35,11 +35,11 @@ const ADDRESS_RULE: &str = "self.all(a, isCIDR(a) || (size(a.split('-')) == 2 \
 )]
 #[serde(rename_all = "camelCase")]
 pub struct IPAddressPoolSpec {
-    /// Addresses of the pool: CIDRs (`192.0.2.64/26`, `2001:db8::/120`) or inclusive ranges
-    /// (`192.0.2.10-192.0.2.20`), IPv4 or IPv6. At least one.
+    /// Addresses of the pool: CIDRs (`192.0.2.64/26`, `2001:db8::/120`), inclusive ranges
+    /// (`192.0.2.10-192.0.2.20`) or single addresses, IPv4 or IPv6. At least one.
     #[schemars(length(min = 1, max = 64), inner(length(max = 100)))]
     #[x_kube(validation = kube::core::Rule::new(ADDRESS_RULE).message(
-        "each entry of spec.addresses must be a CIDR (192.0.2.0/24) or a range of two addresses of one family (192.0.2.10-192.0.2.20)"
+        "each entry of spec.addresses must be an address, a CIDR (192.0.2.0/24) or a range of two addresses of one family (192.0.2.10-192.0.2.20)"
     ))]
     pub addresses: Vec<String>,
 
