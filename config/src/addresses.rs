@@ -47,7 +47,10 @@ pub fn parse_range(text: &str) -> Result<AddressRange, AddressError> {
     if text.contains('/') {
         let net = IpNetwork::from_str(text).map_err(|e| AddressError::BadCidr(e.to_string()))?;
         return match net {
-            IpNetwork::V4(n) => Ok(AddressRange { start: n.network().into(), end: n.broadcast().into() }),
+            IpNetwork::V4(n) => Ok(AddressRange {
+                start: n.network().into(),
+                end: n.broadcast().into(),
+            }),
             IpNetwork::V6(n) => {
                 if n.prefix() == 0 {
                     return Err(AddressError::WholeIpv6Space);
@@ -55,7 +58,10 @@ pub fn parse_range(text: &str) -> Result<AddressRange, AddressError> {
                 let start = u128::from(n.network());
                 let host_bits = 128 - u32::from(n.prefix());
                 let end = start | ((1u128 << host_bits) - 1);
-                Ok(AddressRange { start: IpAddr::V6(start.into()), end: IpAddr::V6(end.into()) })
+                Ok(AddressRange {
+                    start: IpAddr::V6(start.into()),
+                    end: IpAddr::V6(end.into()),
+                })
             }
         };
     }
@@ -74,7 +80,9 @@ pub fn parse_range(text: &str) -> Result<AddressRange, AddressError> {
     match (start, end) {
         (IpAddr::V4(s), IpAddr::V4(e)) if s > e => Err(AddressError::StartAboveEnd { start, end }),
         (IpAddr::V6(s), IpAddr::V6(e)) if s > e => Err(AddressError::StartAboveEnd { start, end }),
-        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => Ok(AddressRange { start, end }),
+        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
+            Ok(AddressRange { start, end })
+        }
         _ => Err(AddressError::MixedFamilies),
     }
 }
@@ -89,7 +97,10 @@ mod tests {
     use super::*;
 
     fn r(s: &str, e: &str) -> AddressRange {
-        AddressRange { start: s.parse().unwrap(), end: e.parse().unwrap() }
+        AddressRange {
+            start: s.parse().unwrap(),
+            end: e.parse().unwrap(),
+        }
     }
 
     #[test]
@@ -102,9 +113,18 @@ mod tests {
             (" 192.0.2.10 - 192.0.2.20 ", r("192.0.2.10", "192.0.2.20")),
             ("192.0.2.5", r("192.0.2.5", "192.0.2.5")),
             ("2001:db8::1:0/112", r("2001:db8::1:0", "2001:db8::1:ffff")),
-            ("2001:db8:1::/64", r("2001:db8:1::", "2001:db8:1::ffff:ffff:ffff:ffff")),
-            ("2001:db8::/32", r("2001:db8::", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff")),
-            ("2001:db8::2:1-2001:db8::2:9", r("2001:db8::2:1", "2001:db8::2:9")),
+            (
+                "2001:db8:1::/64",
+                r("2001:db8:1::", "2001:db8:1::ffff:ffff:ffff:ffff"),
+            ),
+            (
+                "2001:db8::/32",
+                r("2001:db8::", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"),
+            ),
+            (
+                "2001:db8::2:1-2001:db8::2:9",
+                r("2001:db8::2:1", "2001:db8::2:9"),
+            ),
         ];
         for (text, want) in table {
             assert_eq!(parse_range(text), Ok(want), "{text}");
@@ -117,10 +137,18 @@ mod tests {
             ("192.0.2.0/33", |e| matches!(e, AddressError::BadCidr(_))),
             ("192.0.2.300/24", |e| matches!(e, AddressError::BadCidr(_))),
             ("hello", |e| matches!(e, AddressError::BadAddress(_))),
-            ("192.0.2.20-192.0.2.10", |e| matches!(e, AddressError::StartAboveEnd { .. })),
-            ("2001:db8::9-2001:db8::1", |e| matches!(e, AddressError::StartAboveEnd { .. })),
-            ("192.0.2.10-2001:db8::10", |e| matches!(e, AddressError::MixedFamilies)),
-            ("192.0.2.1-192.0.2.2-192.0.2.3", |e| matches!(e, AddressError::BadRange)),
+            ("192.0.2.20-192.0.2.10", |e| {
+                matches!(e, AddressError::StartAboveEnd { .. })
+            }),
+            ("2001:db8::9-2001:db8::1", |e| {
+                matches!(e, AddressError::StartAboveEnd { .. })
+            }),
+            ("192.0.2.10-2001:db8::10", |e| {
+                matches!(e, AddressError::MixedFamilies)
+            }),
+            ("192.0.2.1-192.0.2.2-192.0.2.3", |e| {
+                matches!(e, AddressError::BadRange)
+            }),
             ("::/0", |e| matches!(e, AddressError::WholeIpv6Space)),
         ];
         for (text, ok) in table {

@@ -4,5 +4,6 @@
 
 pub mod addresses;
 pub mod logging;
+pub mod selector;
 
 pub use logging::{LogArgs, LogFormat, LoggingError};
