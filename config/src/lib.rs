@@ -5,5 +5,6 @@
 pub mod addresses;
 pub mod logging;
 pub mod selector;
+pub mod service;
 
 pub use logging::{LogArgs, LogFormat, LoggingError};
