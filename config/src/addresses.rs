@@ -4,24 +4,11 @@
 //! schema may be older than the controller, or objects may predate a rule), and it also catches
 //! what CEL cannot express: a range whose start is above its end.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use ferrolb_allocator::IpRange;
 use ipnetwork::IpNetwork;
-
-/// An inclusive range of addresses of one family, as written by the user.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AddressRange {
-    pub start: IpAddr,
-    pub end: IpAddr,
-}
-
-impl fmt::Display for AddressRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.start, self.end)
-    }
-}
 
 /// Why one entry does not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -42,15 +29,18 @@ pub enum AddressError {
 
 /// Parses one entry: `192.0.2.0/24`, `2001:db8::/120`, `192.0.2.10-192.0.2.20` (spaces around `-`
 /// allowed). A CIDR with host bits set (`192.0.2.7/24`) means its whole network, as MetalLB reads it.
-pub fn parse_range(text: &str) -> Result<AddressRange, AddressError> {
+pub fn parse_range(text: &str) -> Result<IpRange, AddressError> {
+    let (start, end) = parse_bounds(text)?;
+    // The checks above leave nothing for IpRange::new to refuse; map defensively all the same.
+    IpRange::new(start, end).map_err(|_| AddressError::StartAboveEnd { start, end })
+}
+
+fn parse_bounds(text: &str) -> Result<(IpAddr, IpAddr), AddressError> {
     let text = text.trim();
     if text.contains('/') {
         let net = IpNetwork::from_str(text).map_err(|e| AddressError::BadCidr(e.to_string()))?;
         return match net {
-            IpNetwork::V4(n) => Ok(AddressRange {
-                start: n.network().into(),
-                end: n.broadcast().into(),
-            }),
+            IpNetwork::V4(n) => Ok((n.network().into(), n.broadcast().into())),
             IpNetwork::V6(n) => {
                 if n.prefix() == 0 {
                     return Err(AddressError::WholeIpv6Space);
@@ -58,10 +48,7 @@ pub fn parse_range(text: &str) -> Result<AddressRange, AddressError> {
                 let start = u128::from(n.network());
                 let host_bits = 128 - u32::from(n.prefix());
                 let end = start | ((1u128 << host_bits) - 1);
-                Ok(AddressRange {
-                    start: IpAddr::V6(start.into()),
-                    end: IpAddr::V6(end.into()),
-                })
+                Ok((IpAddr::V6(start.into()), IpAddr::V6(end.into())))
             }
         };
     }
@@ -71,7 +58,7 @@ pub fn parse_range(text: &str) -> Result<AddressRange, AddressError> {
             [one] => {
                 // A bare address is a range of one.
                 let ip = parse_ip(one)?;
-                Ok(AddressRange { start: ip, end: ip })
+                Ok((ip, ip))
             }
             _ => Err(AddressError::BadRange),
         };
@@ -80,9 +67,7 @@ pub fn parse_range(text: &str) -> Result<AddressRange, AddressError> {
     match (start, end) {
         (IpAddr::V4(s), IpAddr::V4(e)) if s > e => Err(AddressError::StartAboveEnd { start, end }),
         (IpAddr::V6(s), IpAddr::V6(e)) if s > e => Err(AddressError::StartAboveEnd { start, end }),
-        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
-            Ok(AddressRange { start, end })
-        }
+        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => Ok((start, end)),
         _ => Err(AddressError::MixedFamilies),
     }
 }
@@ -96,11 +81,8 @@ fn parse_ip(s: &str) -> Result<IpAddr, AddressError> {
 mod tests {
     use super::*;
 
-    fn r(s: &str, e: &str) -> AddressRange {
-        AddressRange {
-            start: s.parse().unwrap(),
-            end: e.parse().unwrap(),
-        }
+    fn r(s: &str, e: &str) -> (IpAddr, IpAddr) {
+        (s.parse().unwrap(), e.parse().unwrap())
     }
 
     #[test]
@@ -127,7 +109,8 @@ mod tests {
             ),
         ];
         for (text, want) in table {
-            assert_eq!(parse_range(text), Ok(want), "{text}");
+            let got = parse_range(text).unwrap();
+            assert_eq!((got.start(), got.end()), want, "{text}");
         }
     }
 

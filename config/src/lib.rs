@@ -1,9 +1,10 @@
-//! The edge where outside input becomes typed: custom resources into the validated domain model
-//! (arrives with the pool and advertisement issues), and the command-line flags and logging set-up
-//! that `ferrolb-controller` and `ferrolb-speaker` share.
+//! The edge where outside input becomes typed: custom resources and Service annotations into the
+//! validated domain model (pools, selectors, requests), and the command-line flags and logging
+//! set-up that `ferrolb-controller` and `ferrolb-speaker` share. One parser for both daemons.
 
 pub mod addresses;
 pub mod logging;
+pub mod pool;
 pub mod selector;
 pub mod service;
 

@@ -1,0 +1,243 @@
+//! `IPAddressPool` objects into validated pools: the allocator's [`PoolSpec`] plus the rules of
+//! which Services may use the pool. Every problem is reported with the field it is in; a pool with
+//! any problem is not used at all (its addresses are neither handed out nor taken away).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ferrolb_allocator::{PoolName, PoolSpec};
+use ferrolb_crds::IPAddressPool;
+
+use crate::addresses::parse_range;
+use crate::selector::Selector;
+
+/// A problem in one field of a pool.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `spec.addresses[1]`.
+    pub field: String,
+    pub message: String,
+}
+
+/// Which Services may take addresses from a pool (`spec.serviceAllocation`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    namespaces: BTreeSet<String>,
+    namespace_selectors: Vec<Selector>,
+    service_selectors: Vec<Selector>,
+}
+
+impl Selection {
+    /// Whether a Service in `namespace` (whose labels are `namespace_labels`) with labels
+    /// `service_labels` may use the pool. Namespace rules (names or selectors) and Service
+    /// selectors must both allow it when present, as in MetalLB.
+    pub fn allows(
+        &self,
+        namespace: &str,
+        namespace_labels: &BTreeMap<String, String>,
+        service_labels: &BTreeMap<String, String>,
+    ) -> bool {
+        let ns_rules = !self.namespaces.is_empty() || !self.namespace_selectors.is_empty();
+        let ns_ok = !ns_rules
+            || self.namespaces.contains(namespace)
+            || self
+                .namespace_selectors
+                .iter()
+                .any(|s| s.matches(namespace_labels));
+        let svc_ok = self.service_selectors.is_empty()
+            || self
+                .service_selectors
+                .iter()
+                .any(|s| s.matches(service_labels));
+        ns_ok && svc_ok
+    }
+
+    /// Whether the pool restricts Services at all.
+    pub fn is_restricted(&self) -> bool {
+        !self.namespaces.is_empty()
+            || !self.namespace_selectors.is_empty()
+            || !self.service_selectors.is_empty()
+    }
+}
+
+/// A pool that passed validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidPool {
+    pub spec: PoolSpec,
+    pub selection: Selection,
+}
+
+/// Validates one pool. `rank` orders pools by age (see [`ranks`]).
+pub fn parse_pool(pool: &IPAddressPool, rank: u64) -> Result<ValidPool, Vec<FieldError>> {
+    let name = PoolName::new(pool.metadata.name.clone().unwrap_or_default());
+    let mut errors = Vec::new();
+    let mut ranges = Vec::new();
+    if pool.spec.addresses.is_empty() {
+        errors.push(FieldError {
+            field: "spec.addresses".into(),
+            message: "at least one address range is required".into(),
+        });
+    }
+    for (i, text) in pool.spec.addresses.iter().enumerate() {
+        match parse_range(text) {
+            Ok(r) => ranges.push(r),
+            Err(e) => errors.push(FieldError {
+                field: format!("spec.addresses[{i}]"),
+                message: format!("{text:?}: {e}"),
+            }),
+        }
+    }
+    let mut selection = Selection::default();
+    let mut priority = None;
+    if let Some(sa) = &pool.spec.service_allocation {
+        priority = sa.priority;
+        selection.namespaces = sa.namespaces.iter().cloned().collect();
+        for (i, s) in sa.namespace_selectors.iter().enumerate() {
+            match Selector::parse(s) {
+                Ok(s) => selection.namespace_selectors.push(s),
+                Err(e) => errors.push(FieldError {
+                    field: format!("spec.serviceAllocation.namespaceSelectors[{i}]"),
+                    message: e.to_string(),
+                }),
+            }
+        }
+        for (i, s) in sa.service_selectors.iter().enumerate() {
+            match Selector::parse(s) {
+                Ok(s) => selection.service_selectors.push(s),
+                Err(e) => errors.push(FieldError {
+                    field: format!("spec.serviceAllocation.serviceSelectors[{i}]"),
+                    message: e.to_string(),
+                }),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let spec = PoolSpec::new(name, ranges)
+        .map_err(|e| {
+            vec![FieldError {
+                field: "spec.addresses".into(),
+                message: e.to_string(),
+            }]
+        })?
+        .with_auto_assign(pool.spec.auto_assign)
+        .with_avoid_buggy_ips(pool.spec.avoid_buggy_ips)
+        .with_priority(priority)
+        .with_rank(rank);
+    Ok(ValidPool { spec, selection })
+}
+
+/// Age ranks of pools: older (by creation time, then name) first. The older pool keeps addresses
+/// that two pools both list.
+pub fn ranks<'a>(pools: impl IntoIterator<Item = &'a IPAddressPool>) -> BTreeMap<String, u64> {
+    let mut order: Vec<(Option<k8s_openapi::jiff::Timestamp>, String)> = pools
+        .into_iter()
+        .map(|p| {
+            (
+                p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                p.metadata.name.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    order.sort();
+    order
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, n))| (n, i as u64))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolb_crds::{IPAddressPoolSpec, pool::ServiceAllocation};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+    fn pool(name: &str, addresses: &[&str], sa: Option<ServiceAllocation>) -> IPAddressPool {
+        IPAddressPool::new(
+            name,
+            IPAddressPoolSpec {
+                addresses: addresses.iter().map(|s| s.to_string()).collect(),
+                auto_assign: true,
+                avoid_buggy_ips: false,
+                service_allocation: sa,
+            },
+        )
+    }
+
+    #[test]
+    fn valid_pool_becomes_a_spec() {
+        let p = parse_pool(&pool("a", &["192.0.2.64/26", "2001:db8::1:0/112"], None), 3).unwrap();
+        assert_eq!(p.spec.name().as_str(), "a");
+        assert_eq!(p.spec.ranges().len(), 2);
+        assert_eq!(p.spec.rank(), 3);
+        assert!(!p.selection.is_restricted());
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let bad_sel = LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "k".into(),
+                operator: "Near".into(),
+                values: None,
+            }]),
+        };
+        let sa = ServiceAllocation {
+            service_selectors: vec![bad_sel],
+            ..Default::default()
+        };
+        let errs = parse_pool(
+            &pool(
+                "b",
+                &["192.0.2.9-192.0.2.1", "192.0.2.64/26", "x"],
+                Some(sa),
+            ),
+            0,
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.addresses[0]",
+                "spec.addresses[2]",
+                "spec.serviceAllocation.serviceSelectors[0]"
+            ]
+        );
+        assert!(
+            errs[0]
+                .to_string()
+                .contains("start 192.0.2.9 is above its end"),
+            "{}",
+            errs[0]
+        );
+        assert!(parse_pool(&pool("c", &[], None), 0).unwrap_err()[0].field == "spec.addresses");
+    }
+
+    #[test]
+    fn selection_follows_metallb_semantics() {
+        let web: BTreeMap<String, String> = [("tier".to_string(), "web".to_string())].into();
+        let none = BTreeMap::new();
+        let sa = ServiceAllocation {
+            namespaces: vec!["team-a".into()],
+            service_selectors: vec![LabelSelector {
+                match_labels: Some(web.clone()),
+                match_expressions: None,
+            }],
+            ..Default::default()
+        };
+        let p = parse_pool(&pool("d", &["192.0.2.64/26"], Some(sa)), 0).unwrap();
+        assert!(p.selection.allows("team-a", &none, &web));
+        assert!(
+            !p.selection.allows("team-b", &none, &web),
+            "wrong namespace"
+        );
+        assert!(
+            !p.selection.allows("team-a", &none, &none),
+            "service labels do not match"
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! Typed errors. Each carries the identifiers (address, pool, service, family) a user needs to act
+//! on it; the controller turns `AllocError` into Kubernetes Events, so the Display texts are written
+//! as sentences that say what to change.
+
+use std::net::IpAddr;
+
+use thiserror::Error;
+
+use crate::range::Family;
+use crate::request::{FamilyPolicy, Protocol, ServiceKey};
+use crate::spec::PoolName;
+
+/// An invalid domain value, rejected when it is built (parse at the edge).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SpecError {
+    /// A range whose ends are of different families.
+    #[error("address range {start}-{end} mixes IPv4 and IPv6; use one range per family")]
+    MixedFamilies {
+        /// First address given.
+        start: IpAddr,
+        /// Last address given.
+        end: IpAddr,
+    },
+    /// A range whose start is after its end.
+    #[error("address range {start}-{end} ends before it starts; swap the two addresses")]
+    Reversed {
+        /// First address given.
+        start: IpAddr,
+        /// Last address given.
+        end: IpAddr,
+    },
+    /// A CIDR prefix longer than the address.
+    #[error("prefix length /{prefix_len} is too long for {base}")]
+    PrefixTooLong {
+        /// Network address given.
+        base: IpAddr,
+        /// Prefix length given.
+        prefix_len: u8,
+    },
+    /// A CIDR whose base address has host bits set.
+    #[error("{base}/{prefix_len} has host bits set; write the network address of the prefix")]
+    HostBitsSet {
+        /// Network address given.
+        base: IpAddr,
+        /// Prefix length given.
+        prefix_len: u8,
+    },
+    /// A pool without any range.
+    #[error("pool \"{0}\" has no address ranges; give it at least one")]
+    NoRanges(PoolName),
+    /// A pool covering all 2^128 IPv6 addresses: its size does not fit the `u128` counters, and
+    /// handing out every IPv6 address (loopback, multicast...) is never intended.
+    #[error("pool \"{0}\" covers the whole IPv6 address space; give it a real prefix")]
+    CoversAllIpv6(PoolName),
+    /// A sharing key that is empty.
+    #[error("the address-sharing key is empty; give a non-empty key or no sharing at all")]
+    EmptySharingKey,
+}
+
+/// Why one service may not hold an address that another service holds. Two services may hold one
+/// address only if both share it, with the same key and backend, on disjoint ports.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SharingConflict {
+    /// The service asking has no sharing key.
+    #[error("this service does not allow address sharing")]
+    RequesterNotSharing,
+    /// The holder has no sharing key.
+    #[error("the holder does not allow address sharing")]
+    HolderNotSharing,
+    /// The two sharing keys differ.
+    #[error("sharing key \"{ours}\" differs from the holder's \"{theirs}\"")]
+    KeyMismatch {
+        /// This service's key.
+        ours: String,
+        /// The holder's key.
+        theirs: String,
+    },
+    /// The two backends differ (externalTrafficPolicy Local services must select the same pods, as
+    /// the address is announced from the nodes running them).
+    #[error("backend \"{ours}\" differs from the holder's \"{theirs}\"")]
+    BackendMismatch {
+        /// This service's backend.
+        ours: String,
+        /// The holder's backend.
+        theirs: String,
+    },
+    /// Both services use one protocol and port.
+    #[error("both services use {protocol}/{port}")]
+    PortsOverlap {
+        /// Protocol of the first port in common.
+        protocol: Protocol,
+        /// First port in common.
+        port: u16,
+    },
+}
+
+/// Why an assignment or a restore was refused. A refused call changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AllocError {
+    /// The request names a pool that does not exist.
+    #[error("address pool \"{0}\" does not exist")]
+    NoSuchPool(PoolName),
+    /// A requested address is in no pool.
+    #[error("requested address {0} is not in any address pool")]
+    RequestedOutsidePools(IpAddr),
+    /// A requested address ends in .0 or .255 and its pool avoids those.
+    #[error(
+        "requested address {ip} ends in .0 or .255, which pool \"{pool}\" does not hand out (avoidBuggyIPs)"
+    )]
+    RequestedAvoidedAddress {
+        /// The address requested.
+        ip: IpAddr,
+        /// The pool that avoids it.
+        pool: PoolName,
+    },
+    /// A requested address is in a pool this service may not use.
+    #[error(
+        "requested address {ip} belongs to pool \"{pool}\", which this service may not use; request that pool or an address of an allowed one"
+    )]
+    RequestedPoolNotAllowed {
+        /// The address requested.
+        ip: IpAddr,
+        /// Its pool.
+        pool: PoolName,
+    },
+    /// An address is held by another service and this service does not share addresses.
+    #[error(
+        "address {ip} is already used by service {holder}; choose another address, or give both services the same sharing key"
+    )]
+    RequestedInUse {
+        /// The address.
+        ip: IpAddr,
+        /// A service holding it.
+        holder: ServiceKey,
+    },
+    /// An address is held by a service it cannot be shared with.
+    #[error("address {ip} cannot be shared with service {holder}: {reason}")]
+    SharingConflict {
+        /// The address.
+        ip: IpAddr,
+        /// The service it cannot be shared with.
+        holder: ServiceKey,
+        /// Why.
+        reason: SharingConflict,
+    },
+    /// Every address of the eligible pools for this family is taken.
+    #[error("{}", exhausted(.pool.as_ref(), *.family))]
+    Exhausted {
+        /// The pool named by the request, `None` when any eligible pool would do.
+        pool: Option<PoolName>,
+        /// The family asked for.
+        family: Family,
+    },
+    /// No pool the request may use has addresses of this family at all.
+    #[error("{}", no_pool_for_family(.pool.as_ref(), *.family))]
+    NoPoolForFamily {
+        /// The pool named by the request, `None` when any eligible pool would do.
+        pool: Option<PoolName>,
+        /// The family asked for.
+        family: Family,
+    },
+    /// Two addresses of one family were given.
+    #[error("{first} and {second} are both {family} addresses; give at most one per family")]
+    TwoAddressesOfOneFamily {
+        /// Their family.
+        family: Family,
+        /// The first address given.
+        first: IpAddr,
+        /// The second address given.
+        second: IpAddr,
+    },
+    /// A RequireDualStack service could not get an address of one family.
+    #[error("RequireDualStack needs an {missing} address, but {source}")]
+    RequireDualStackUnsatisfiable {
+        /// The family that could not be allocated.
+        missing: Family,
+        /// Why not.
+        source: Box<AllocError>,
+    },
+    /// A requested address is of a family the service's policy excludes.
+    #[error("requested address {ip} is {}, which IP family policy {policy} excludes", Family::of(*.ip))]
+    RequestedFamilyNotInPolicy {
+        /// The address requested.
+        ip: IpAddr,
+        /// The service's policy.
+        policy: FamilyPolicy,
+    },
+    /// `restore` was called without addresses.
+    #[error("no address given to restore for service {0}")]
+    NothingToRestore(ServiceKey),
+}
+
+fn exhausted(pool: Option<&PoolName>, family: Family) -> String {
+    match pool {
+        Some(pool) => format!("pool \"{pool}\" has no free {family} address left"),
+        None => format!("every pool this service may use is out of {family} addresses"),
+    }
+}
+
+fn no_pool_for_family(pool: Option<&PoolName>, family: Family) -> String {
+    match pool {
+        Some(pool) => format!("pool \"{pool}\" has no {family} addresses"),
+        None => format!("no pool this service may use has {family} addresses"),
+    }
+}
