@@ -116,7 +116,8 @@ mod tests {
 
     #[test]
     fn rejects_with_a_reason() {
-        let table: [(&str, fn(&AddressError) -> bool); 8] = [
+        type Check = fn(&AddressError) -> bool;
+        let table: [(&str, Check); 8] = [
             ("192.0.2.0/33", |e| matches!(e, AddressError::BadCidr(_))),
             ("192.0.2.300/24", |e| matches!(e, AddressError::BadCidr(_))),
             ("hello", |e| matches!(e, AddressError::BadAddress(_))),
