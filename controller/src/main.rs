@@ -1,9 +1,22 @@
 //! `ferrolb-controller`: gives every Service of `type: LoadBalancer` an address from an
 //! `IPAddressPool` and writes it to the Service status.
 
+mod lease;
+mod metrics;
+mod model;
+mod run;
+mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::Parser;
 use ferrolb_config::LogArgs;
-use tracing::info;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use tracing::{error, info};
 
 /// ferrolb controller: assigns addresses from IPAddressPools to Services of type LoadBalancer.
 ///
@@ -11,6 +24,47 @@ use tracing::info;
 #[derive(Parser, Debug)]
 #[command(name = "ferrolb-controller", version, about, long_about)]
 struct Cli {
+    /// Also handle Services whose spec.loadBalancerClass is this value (Services without a class
+    /// are always handled; Services of other classes never are).
+    #[arg(long, env = "FERROLB_LOAD_BALANCER_CLASS")]
+    load_balancer_class: Option<String>,
+
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(
+        long,
+        env = "FERROLB_METRICS_BIND_ADDRESS",
+        default_value = "0.0.0.0:7472"
+    )]
+    metrics_bind_address: SocketAddr,
+
+    /// Kubeconfig file; without it, the in-cluster service account (or $KUBECONFIG, ~/.kube/config).
+    #[arg(long, env = "FERROLB_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+
+    /// Namespace of the leader-election Lease (the controller's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "ferrolb-system")]
+    namespace: String,
+
+    /// This replica's identity in the leader election (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "FERROLB_LEASE_NAME", default_value = "ferrolb-controller")]
+    lease_name: String,
+
+    /// Seconds a leader's lease lasts without renewal before a standby may take over.
+    #[arg(long, env = "FERROLB_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    lease_duration: u64,
+
+    /// Seconds the leader keeps trying to renew before it gives up leadership (and exits).
+    #[arg(long, env = "FERROLB_RENEW_DEADLINE", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    renew_deadline: u64,
+
+    /// Seconds between lease attempts and renewals.
+    #[arg(long, env = "FERROLB_RETRY_PERIOD", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=600))]
+    retry_period: u64,
+
     #[command(flatten)]
     log: LogArgs,
 }
@@ -18,23 +72,94 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let mut shutdown = Shutdown::register()?;
     cli.log.init()?;
-    info!(
-        version = env!("CARGO_PKG_VERSION"),
-        "ferrolb-controller starting"
+    if cli.renew_deadline >= cli.lease_duration {
+        anyhow::bail!(
+            "--renew-deadline ({}) must be shorter than --lease-duration ({}): otherwise two leaders could overlap",
+            cli.renew_deadline,
+            cli.lease_duration
+        );
+    }
+    let identity = match cli.identity.clone() {
+        Some(i) => i,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .context("no --identity / POD_NAME and the hostname is unreadable")?,
+    };
+    info!(version = env!("CARGO_PKG_VERSION"), %identity, "ferrolb-controller starting");
+
+    let config = match &cli.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading --kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration (in-cluster or kubeconfig)")?,
+    };
+    let client = kube::Client::try_from(config)?;
+
+    let metrics = metrics::Metrics::new();
+    let serve = metrics::serve(cli.metrics_bind_address, metrics.clone());
+    let elector = lease::Elector::new(
+        Api::<Lease>::namespaced(client.clone(), &cli.namespace),
+        lease::LeaseConfig {
+            name: cli.lease_name.clone(),
+            identity: identity.clone(),
+            lease_duration: Duration::from_secs(cli.lease_duration),
+            renew_deadline: Duration::from_secs(cli.renew_deadline),
+            retry_period: Duration::from_secs(cli.retry_period),
+        },
     );
-    let signal = shutdown_signal().await?;
-    info!(%signal, "shutting down");
-    Ok(())
+    let settings = run::Settings {
+        class: cli.load_balancer_class.clone(),
+    };
+    let work = async {
+        elector.acquire().await;
+        metrics.leader.set(1);
+        let writer = status::Writer::new(client.clone(), &identity);
+        tokio::select! {
+            r = run::run(client.clone(), writer, metrics.clone(), settings) => r,
+            () = elector.hold() => anyhow::bail!("lost the leader lease: stopping so that only the new leader writes"),
+        }
+    };
+    tokio::select! {
+        r = serve => r.with_context(|| format!("serving metrics on {}", cli.metrics_bind_address)),
+        r = work => {
+            if let Err(e) = &r { error!(error = %e, "controller stopped"); }
+            r
+        }
+        signal = shutdown.wait() => {
+            info!(%signal, "shutting down");
+            Ok(())
+        }
+    }
 }
 
-/// Waits for SIGTERM (what the kubelet sends) or SIGINT (Ctrl-C) and names the one that came.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM (what the kubelet sends) and SIGINT (Ctrl-C), registered before anything else so that
+/// a signal arriving during start-up is not lost.
+struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    fn register() -> anyhow::Result<Shutdown> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Shutdown {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for either signal and names the one that came.
+    async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }

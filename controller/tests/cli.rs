@@ -38,8 +38,27 @@ fn bad_log_level_is_refused_naming_the_flag() {
 
 #[test]
 fn json_logs_and_clean_exit_on_sigterm() {
+    // An API server that is not there: the controller keeps retrying the lease until told to stop.
+    let kubeconfig = std::env::temp_dir().join(format!(
+        "ferrolb-cli-test-{}.kubeconfig",
+        std::process::id()
+    ));
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:9\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n",
+    )
+    .unwrap();
     let mut child = Command::new(BIN)
-        .args(["--log-format", "json"])
+        .args([
+            "--log-format",
+            "json",
+            "--metrics-bind-address",
+            "127.0.0.1:0",
+            "--identity",
+            "test",
+        ])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -69,5 +88,20 @@ fn json_logs_and_clean_exit_on_sigterm() {
     };
     assert!(status.success(), "{status}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let _ = std::fs::remove_file(&kubeconfig);
     assert!(rest.iter().any(|l| l.contains("SIGTERM")), "{rest:?}");
+}
+
+#[test]
+fn renew_deadline_must_be_shorter_than_the_lease() {
+    let out = Command::new(BIN)
+        .args(["--lease-duration", "5", "--renew-deadline", "5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--renew-deadline") && err.contains("--lease-duration"),
+        "{err}"
+    );
 }

@@ -23,20 +23,35 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let mut shutdown = Shutdown::register()?;
     cli.log.init()?;
     info!(version = env!("CARGO_PKG_VERSION"), node = %cli.node_name, "ferrolb-speaker starting");
-    let signal = shutdown_signal().await?;
+    let signal = shutdown.wait().await;
     info!(%signal, "shutting down");
     Ok(())
 }
 
-/// Waits for SIGTERM (what the kubelet sends) or SIGINT (Ctrl-C) and names the one that came.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM (what the kubelet sends) and SIGINT (Ctrl-C), registered before anything else so that
+/// a signal arriving during start-up is not lost.
+struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    fn register() -> anyhow::Result<Shutdown> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Shutdown {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for either signal and names the one that came.
+    async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }

@@ -1,0 +1,210 @@
+//! Leader election over a `coordination.k8s.io/v1` Lease, as client-go's leaderelection does it:
+//! the holder renews `renewTime` every `retry_period`; anyone may take the lease once
+//! `renewTime + leaseDurationSeconds` has passed; every write carries the `resourceVersion` it read,
+//! so two candidates can never both win one round. kube-runtime has no leader election.
+//!
+//! One writer per fact: the controller writes nothing before [`Elector::acquire`] returns, and when
+//! [`Elector::hold`] returns the lease is lost and the process stops writing (it exits, and its
+//! Deployment restarts it as a standby).
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, PostParams};
+use tracing::{debug, info, warn};
+
+/// Timing of the election. Defaults are client-go's (15 s / 10 s / 2 s).
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    pub name: String,
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+/// What a candidate may do with the lease it read, at `now`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// We hold it: renew.
+    Renew,
+    /// Free or expired: take it (a new term).
+    Take,
+    /// Someone else holds a live lease.
+    Wait,
+}
+
+/// Pure rule of the election.
+pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decision {
+    let Some(spec) = spec else {
+        return Decision::Take;
+    };
+    let holder = spec.holder_identity.as_deref().unwrap_or("");
+    if holder == identity {
+        return Decision::Renew;
+    }
+    if holder.is_empty() {
+        return Decision::Take;
+    }
+    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
+    match &spec.renew_time {
+        Some(MicroTime(renewed))
+            if renewed
+                .saturating_add(duration)
+                .is_ok_and(|expiry| expiry > now) =>
+        {
+            Decision::Wait
+        }
+        _ => Decision::Take,
+    }
+}
+
+/// A candidate for the lease.
+#[derive(Clone, Debug)]
+pub struct Elector {
+    api: Api<Lease>,
+    config: LeaseConfig,
+}
+
+impl Elector {
+    pub fn new(api: Api<Lease>, config: LeaseConfig) -> Self {
+        Elector { api, config }
+    }
+
+    /// Returns once this candidate holds the lease.
+    pub async fn acquire(&self) {
+        loop {
+            match self.try_once().await {
+                Ok(true) => {
+                    info!(lease = %self.config.name, identity = %self.config.identity, "became leader");
+                    return;
+                }
+                Ok(false) => debug!(lease = %self.config.name, "lease held by another candidate"),
+                Err(e) => {
+                    warn!(lease = %self.config.name, error = %e, "lease acquisition failed, retrying")
+                }
+            }
+            tokio::time::sleep(self.config.retry_period).await;
+        }
+    }
+
+    /// Renews the lease until a renewal cannot succeed within the renew deadline; then returns.
+    pub async fn hold(&self) {
+        let mut last_ok = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(self.config.retry_period).await;
+            match self.try_once().await {
+                Ok(true) => last_ok = tokio::time::Instant::now(),
+                Ok(false) => {
+                    warn!(lease = %self.config.name, "lease taken by another candidate");
+                    return;
+                }
+                Err(e) => warn!(lease = %self.config.name, error = %e, "lease renewal failed"),
+            }
+            if last_ok.elapsed() > self.config.renew_deadline {
+                warn!(lease = %self.config.name, deadline = ?self.config.renew_deadline, "could not renew the lease in time");
+                return;
+            }
+        }
+    }
+
+    /// One read-decide-write round; `Ok(true)` when we hold the lease afterwards.
+    async fn try_once(&self) -> Result<bool, kube::Error> {
+        let now = Timestamp::now();
+        let current = self.api.get_opt(&self.config.name).await?;
+        let decision = decide(
+            current.as_ref().and_then(|l| l.spec.as_ref()),
+            &self.config.identity,
+            now,
+        );
+        let secs = i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(i32::MAX);
+        match (decision, current) {
+            (Decision::Wait, _) => Ok(false),
+            (_, None) => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.config.name.clone()),
+                        ..Default::default()
+                    },
+                    spec: Some(LeaseSpec {
+                        holder_identity: Some(self.config.identity.clone()),
+                        lease_duration_seconds: Some(secs),
+                        acquire_time: Some(MicroTime(now)),
+                        renew_time: Some(MicroTime(now)),
+                        lease_transitions: Some(0),
+                        ..Default::default()
+                    }),
+                };
+                conflict_is_false(self.api.create(&PostParams::default(), &lease).await)
+            }
+            (decision, Some(mut lease)) => {
+                let spec = lease.spec.get_or_insert_with(Default::default);
+                if decision == Decision::Take {
+                    spec.holder_identity = Some(self.config.identity.clone());
+                    spec.acquire_time = Some(MicroTime(now));
+                    spec.lease_transitions =
+                        Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
+                }
+                spec.lease_duration_seconds = Some(secs);
+                spec.renew_time = Some(MicroTime(now));
+                // `replace` sends the resourceVersion we read: a concurrent writer makes this fail.
+                conflict_is_false(
+                    self.api
+                        .replace(&self.config.name, &PostParams::default(), &lease)
+                        .await,
+                )
+            }
+        }
+    }
+}
+
+fn conflict_is_false(r: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(holder: &str, renewed_secs_ago: i64, duration: i32, now: Timestamp) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: (!holder.is_empty()).then(|| holder.to_string()),
+            lease_duration_seconds: Some(duration),
+            renew_time: Some(MicroTime(now - SignedDuration::from_secs(renewed_secs_ago))),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn election_rule() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        assert_eq!(decide(None, "a", now), Decision::Take);
+        assert_eq!(
+            decide(Some(&spec("a", 100, 15, now)), "a", now),
+            Decision::Renew
+        );
+        assert_eq!(
+            decide(Some(&spec("b", 5, 15, now)), "a", now),
+            Decision::Wait
+        );
+        assert_eq!(
+            decide(Some(&spec("b", 16, 15, now)), "a", now),
+            Decision::Take
+        );
+        assert_eq!(
+            decide(Some(&spec("", 1, 15, now)), "a", now),
+            Decision::Take
+        );
+        let never_renewed = LeaseSpec {
+            holder_identity: Some("b".into()),
+            ..Default::default()
+        };
+        assert_eq!(decide(Some(&never_renewed), "a", now), Decision::Take);
+    }
+}

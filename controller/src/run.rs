@@ -1,0 +1,671 @@
+//! The controller's loop.
+//!
+//! Allocation is one global, ordered decision (an address given to one Service constrains all the
+//! others), so a single task owns the allocator and consumes the watch streams of Services, pools
+//! and Namespaces directly, instead of a per-object `kube::runtime::Controller` behind a lock. This
+//! also gives the two guarantees that matter most:
+//! - restart safety: nothing is allocated until every Service and pool has been listed and every
+//!   address in a Service status has been restored into the allocator;
+//! - deletions are seen: a Service missing from a re-list, or deleted, frees its address.
+//!
+//! The loop is level-triggered: every change marks Services dirty, and reconciling a Service
+//! compares what the allocator decides with what its status shows, writing only differences.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferrolb_allocator::{Allocator, Family, PoolName, PoolsReport, ServiceKey};
+use ferrolb_config::pool::{FieldError, parse_pool, ranks};
+use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
+use futures::{FutureExt, StreamExt, stream};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::events::EventType;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+use tracing::{debug, info, warn};
+
+use crate::metrics::{Metrics, PoolLabels, ReasonLabels};
+use crate::model::{self, Pools, Want};
+use crate::status::Writer;
+
+/// Most watch events handled before the dirty Services are reconciled.
+const BATCH: usize = 2000;
+
+enum Input {
+    Service(Event<Service>),
+    Pool(Event<IPAddressPool>),
+    Namespace(Event<Namespace>),
+}
+
+/// A kind's objects, with the buffer of a re-list in progress.
+struct Mirror<K> {
+    objects: BTreeMap<String, K>,
+    relist: Option<BTreeMap<String, K>>,
+    synced: bool,
+}
+
+impl<K: kube::Resource + Clone> Mirror<K> {
+    fn new() -> Self {
+        Mirror {
+            objects: BTreeMap::new(),
+            relist: None,
+            synced: false,
+        }
+    }
+
+    fn name(obj: &K) -> String {
+        let meta = obj.meta();
+        match &meta.namespace {
+            Some(ns) => format!("{ns}/{}", meta.name.as_deref().unwrap_or("")),
+            None => meta.name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Applies one event; returns the keys whose object changed or disappeared.
+    fn apply(&mut self, ev: Event<K>) -> Vec<String> {
+        match ev {
+            Event::Apply(o) => {
+                let k = Self::name(&o);
+                self.objects.insert(k.clone(), o);
+                vec![k]
+            }
+            Event::Delete(o) => {
+                let k = Self::name(&o);
+                self.objects.remove(&k);
+                vec![k]
+            }
+            Event::Init => {
+                self.relist = Some(BTreeMap::new());
+                vec![]
+            }
+            Event::InitApply(o) => {
+                if let Some(buf) = self.relist.as_mut() {
+                    buf.insert(Self::name(&o), o);
+                }
+                vec![]
+            }
+            Event::InitDone => {
+                self.synced = true;
+                let new = self.relist.take().unwrap_or_default();
+                let old = std::mem::replace(&mut self.objects, new);
+                // Everything that existed before or exists now may have changed while unwatched.
+                old.into_keys()
+                    .chain(self.objects.keys().cloned())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Settings of the loop.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `spec.loadBalancerClass` handled besides unset.
+    pub class: Option<String>,
+}
+
+struct State {
+    settings: Settings,
+    writer: Writer,
+    metrics: Arc<Metrics>,
+    services: Mirror<Service>,
+    pools: Mirror<IPAddressPool>,
+    namespaces: Mirror<Namespace>,
+    allocator: Allocator,
+    valid: Pools,
+    invalid: BTreeMap<String, Vec<FieldError>>,
+    report: PoolsReport,
+    restored: bool,
+    dirty: BTreeMap<String, Instant>,
+    pools_dirty: bool,
+    last_event: BTreeMap<String, String>,
+}
+
+/// Runs until the watches end (they do not, short of the process ending).
+pub async fn run(
+    client: Client,
+    writer: Writer,
+    metrics: Arc<Metrics>,
+    settings: Settings,
+) -> anyhow::Result<()> {
+    let cfg = watcher::Config::default();
+    let services = watcher::watcher(Api::<Service>::all(client.clone()), cfg.clone())
+        .default_backoff()
+        .map(|r| r.map(Input::Service));
+    let pools = watcher::watcher(Api::<IPAddressPool>::all(client.clone()), cfg.clone())
+        .default_backoff()
+        .map(|r| r.map(Input::Pool));
+    let namespaces = watcher::watcher(Api::<Namespace>::all(client), cfg)
+        .default_backoff()
+        .map(|r| r.map(Input::Namespace));
+    let mut inputs = stream::select_all([services.boxed(), pools.boxed(), namespaces.boxed()]);
+    let mut st = State {
+        settings,
+        writer,
+        metrics,
+        services: Mirror::new(),
+        pools: Mirror::new(),
+        namespaces: Mirror::new(),
+        allocator: Allocator::new(),
+        valid: Pools::new(),
+        invalid: BTreeMap::new(),
+        report: PoolsReport::default(),
+        restored: false,
+        dirty: BTreeMap::new(),
+        pools_dirty: false,
+        last_event: BTreeMap::new(),
+    };
+    while let Some(first) = inputs.next().await {
+        // Take what is already waiting too, so a burst is reconciled in one pass.
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match inputs.next().now_or_never() {
+                Some(Some(x)) => batch.push(x),
+                _ => break,
+            }
+        }
+        for input in batch {
+            match input {
+                Ok(i) => st.input(i),
+                Err(e) => warn!(error = %e, "watch failed; retrying with backoff"),
+            }
+        }
+        if !(st.services.synced && st.pools.synced && st.namespaces.synced) {
+            continue;
+        }
+        if !st.restored {
+            st.restore();
+        }
+        st.reconcile().await;
+    }
+    anyhow::bail!("watch streams ended")
+}
+
+impl State {
+    fn input(&mut self, input: Input) {
+        let now = Instant::now();
+        match input {
+            Input::Service(ev) => {
+                for k in self.services.apply(ev) {
+                    self.dirty.entry(k).or_insert(now);
+                }
+            }
+            Input::Pool(ev) => {
+                if !self.pools.apply(ev).is_empty() {
+                    self.load_pools();
+                }
+            }
+            Input::Namespace(ev) => {
+                let changed = self.namespaces.apply(ev);
+                for svc in self.services.objects.keys() {
+                    if changed
+                        .iter()
+                        .any(|ns| svc.split('/').next() == Some(ns.as_str()))
+                    {
+                        self.dirty.entry(svc.clone()).or_insert(now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Re-reads every pool into the allocator; every Service may be affected.
+    fn load_pools(&mut self) {
+        let ranks = ranks(self.pools.objects.values());
+        self.valid.clear();
+        self.invalid.clear();
+        for (name, obj) in &self.pools.objects {
+            match parse_pool(obj, ranks.get(name).copied().unwrap_or(u64::MAX)) {
+                Ok(p) => {
+                    self.valid.insert(p.spec.name().clone(), p);
+                }
+                Err(errors) => {
+                    warn!(pool = %name, errors = %join(&errors), "invalid IPAddressPool: not used");
+                    self.invalid.insert(name.clone(), errors);
+                }
+            }
+        }
+        self.report = self
+            .allocator
+            .set_pools(self.valid.values().map(|p| p.spec.clone()).collect());
+        let now = Instant::now();
+        for k in self.services.objects.keys() {
+            self.dirty.entry(k.clone()).or_insert(now);
+        }
+        self.pools_dirty = true;
+    }
+
+    /// Rebuilds the allocator from Service status, before anything new is allocated: oldest
+    /// Services first, so that if two statuses ever claimed one address, the older keeps it.
+    fn restore(&mut self) {
+        self.load_pools();
+        let mut order: Vec<(&Service, String)> = self
+            .services
+            .objects
+            .iter()
+            .filter(|(_, s)| model::is_ours(s, self.settings.class.as_deref()))
+            .map(|(k, s)| (s, k.clone()))
+            .collect();
+        order.sort_by_key(|(s, k)| {
+            (
+                s.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                k.clone(),
+            )
+        });
+        let mut restored = 0;
+        for (svc, k) in order {
+            let ips = model::status_ips(svc);
+            if ips.is_empty() {
+                continue;
+            }
+            match self
+                .allocator
+                .restore(model::key(svc), ips.clone(), model::sharing(svc))
+            {
+                Ok(_) => restored += 1,
+                Err(e) => {
+                    warn!(service = %k, ?ips, error = %e, "could not restore the address in the Service status")
+                }
+            }
+        }
+        info!(
+            restored,
+            services = self.services.objects.len(),
+            pools = self.valid.len(),
+            "assignments rebuilt from Service status"
+        );
+        self.restored = true;
+        self.metrics.set_ready(true);
+    }
+
+    async fn reconcile(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for (k, since) in dirty {
+            self.reconcile_service(&k, since).await;
+        }
+        if self.pools_dirty {
+            self.pools_dirty = false;
+            self.write_pools().await;
+        }
+    }
+
+    async fn reconcile_service(&mut self, k: &str, since: Instant) {
+        let Some(svc) = self.services.objects.get(k).cloned() else {
+            let (ns, name) = k.split_once('/').unwrap_or(("", k));
+            let released = self.allocator.release(&ServiceKey::new(ns, name));
+            if !released.is_empty() {
+                info!(service = %k, ?released, "Service deleted: addresses released");
+                self.pools_dirty = true;
+            }
+            self.last_event.remove(k);
+            return;
+        };
+        let key = model::key(&svc);
+        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let ns_labels = self
+            .namespaces
+            .objects
+            .get(&ns)
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default();
+        match model::want(
+            &svc,
+            self.settings.class.as_deref(),
+            &self.valid,
+            &ns_labels,
+        ) {
+            Want::Nothing => {
+                let released = self.allocator.release(&key);
+                if !released.is_empty() {
+                    self.pools_dirty = true;
+                    if model::status_pool(&svc).is_some() {
+                        self.write(&svc, &[], None, since).await;
+                    }
+                    self.event(
+                        &svc,
+                        EventType::Normal,
+                        "IPReleased",
+                        format!(
+                            "released {} (no longer a LoadBalancer Service of this class)",
+                            list(&released)
+                        ),
+                    )
+                    .await;
+                }
+            }
+            Want::Invalid(msg) => {
+                self.metrics
+                    .errors
+                    .get_or_create(&ReasonLabels {
+                        reason: "InvalidRequest".into(),
+                    })
+                    .inc();
+                self.event(&svc, EventType::Warning, "AllocationFailed", msg)
+                    .await;
+            }
+            Want::Allocate(req) => match self.allocator.assign(&req) {
+                Ok(alloc) => {
+                    let ips: Vec<IpAddr> = alloc.ips().collect();
+                    let pools: BTreeSet<&PoolName> = [alloc.v4.as_ref(), alloc.v6.as_ref()]
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|a| a.pool.as_ref())
+                        .collect();
+                    let pool = pools
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    let before = model::status_ips(&svc);
+                    let changed = before != ips || model::status_pool(&svc) != Some(pool.as_str());
+                    if changed {
+                        self.pools_dirty = true;
+                        if self.write(&svc, &ips, Some(&pool), since).await {
+                            if let Some(moved) = &alloc.moved {
+                                self.event(
+                                    &svc,
+                                    EventType::Warning,
+                                    "IPReassigned",
+                                    format!("now {} from pool {pool}: {moved}", list(&ips)),
+                                )
+                                .await;
+                            } else if before.is_empty() {
+                                self.event(
+                                    &svc,
+                                    EventType::Normal,
+                                    "IPAllocated",
+                                    format!("assigned {} from pool {pool}", list(&ips)),
+                                )
+                                .await;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.metrics
+                        .errors
+                        .get_or_create(&ReasonLabels {
+                            reason: reason_of(&e).into(),
+                        })
+                        .inc();
+                    // An address that left every pool leaves the Service when nothing can replace
+                    // it; anything else it holds stays.
+                    let stranded = self.allocator.allocation(&key).is_some_and(|a| {
+                        [a.v4.as_ref(), a.v6.as_ref()]
+                            .into_iter()
+                            .flatten()
+                            .any(|x| x.pool.is_none())
+                    });
+                    if stranded {
+                        let released = self.allocator.release(&key);
+                        self.pools_dirty = true;
+                        self.write(&svc, &[], None, since).await;
+                        self.event(&svc, EventType::Warning, "IPReleased", format!("released {}: it left every address pool and no other address is available ({e})", list(&released))).await;
+                    } else {
+                        self.event(&svc, EventType::Warning, "AllocationFailed", e.to_string())
+                            .await;
+                    }
+                }
+            },
+        }
+    }
+
+    /// Writes a Service's status; returns whether it succeeded (a failure is retried by marking
+    /// the Service dirty again at the next pass).
+    async fn write(
+        &mut self,
+        svc: &Service,
+        ips: &[IpAddr],
+        pool: Option<&str>,
+        since: Instant,
+    ) -> bool {
+        let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+        let name = svc.metadata.name.as_deref().unwrap_or("");
+        match self.writer.service(ns, name, ips, pool).await {
+            Ok(()) => {
+                self.metrics
+                    .allocation_seconds
+                    .observe(since.elapsed().as_secs_f64());
+                info!(service = %format!("{ns}/{name}"), ips = %list(ips), pool = pool.unwrap_or(""), "status written");
+                true
+            }
+            Err(e) => {
+                warn!(service = %format!("{ns}/{name}"), error = %e, "writing the Service status failed; will retry");
+                self.dirty.insert(format!("{ns}/{name}"), since);
+                false
+            }
+        }
+    }
+
+    async fn event(&mut self, svc: &Service, type_: EventType, reason: &str, note: String) {
+        let k = format!(
+            "{}/{}",
+            svc.metadata.namespace.as_deref().unwrap_or(""),
+            svc.metadata.name.as_deref().unwrap_or("")
+        );
+        let line = format!("{reason}: {note}");
+        if self.last_event.get(&k) == Some(&line) {
+            return;
+        }
+        match type_ {
+            EventType::Warning => warn!(service = %k, reason, %note, "event"),
+            EventType::Normal => debug!(service = %k, reason, %note, "event"),
+        }
+        self.writer.event(svc, type_, reason, note).await;
+        self.last_event.insert(k, line);
+    }
+
+    async fn write_pools(&mut self) {
+        let objects: Vec<IPAddressPool> = self.pools.objects.values().cloned().collect();
+        for obj in objects {
+            let name = obj.metadata.name.clone().unwrap_or_default();
+            let status = self.pool_status(&obj);
+            if obj.status.as_ref() == Some(&status) {
+                continue;
+            }
+            if let Err(e) = self.writer.pool(&name, &status).await {
+                warn!(pool = %name, error = %e, "writing the pool status failed; will retry");
+                self.pools_dirty = true;
+            }
+        }
+    }
+
+    fn pool_status(&self, obj: &IPAddressPool) -> IPAddressPoolStatus {
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        let old = obj.status.clone().unwrap_or_default();
+        let generation = obj.metadata.generation;
+        let mut status = IPAddressPoolStatus {
+            observed_generation: generation,
+            ..Default::default()
+        };
+        let mut conds = Vec::new();
+        if let Some(errors) = self.invalid.get(&name) {
+            conds.push(("Invalid", true, "InvalidSpec", join(errors)));
+            conds.push((
+                "Ready",
+                false,
+                "InvalidSpec",
+                "the pool is not used until its spec is fixed".to_string(),
+            ));
+        } else {
+            let pool = PoolName::new(name.clone());
+            let stats = self.allocator.pool_stats(&pool).unwrap_or_default();
+            for (family, fs) in [(Family::V4, stats.v4), (Family::V6, stats.v6)] {
+                let labels = PoolLabels {
+                    pool: name.clone(),
+                    family: family.to_string(),
+                };
+                self.metrics
+                    .pool_size
+                    .get_or_create(&labels)
+                    .set((fs.assigned + fs.available) as f64);
+                self.metrics
+                    .pool_in_use
+                    .get_or_create(&labels)
+                    .set(fs.assigned as f64);
+            }
+            status.assigned_ipv4 = Some(stats.v4.assigned.to_string());
+            status.available_ipv4 = Some(stats.v4.available.to_string());
+            status.assigned_ipv6 = Some(stats.v6.assigned.to_string());
+            status.available_ipv6 = Some(stats.v6.available.to_string());
+            status.assigned = Some(sum(stats.v4.assigned, stats.v6.assigned));
+            status.available = Some(sum(stats.v4.available, stats.v6.available));
+            conds.push(("Invalid", false, "Valid", "the spec is valid".into()));
+            match self.report.overlaps.get(&pool) {
+                Some(o) if !o.is_empty() => {
+                    let what = o
+                        .iter()
+                        .map(|x| {
+                            format!(
+                                "{} (held by older pool {})",
+                                range_text(x.range.start(), x.range.end()),
+                                x.older
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    conds.push((
+                        "Overlapping",
+                        true,
+                        "OverlapsOlderPool",
+                        format!("not handed out from this pool: {what}"),
+                    ));
+                }
+                _ => conds.push((
+                    "Overlapping",
+                    false,
+                    "NoOverlap",
+                    "no address is also in an older pool".into(),
+                )),
+            }
+            let total_free = stats.v4.available + stats.v6.available;
+            let total = total_free + stats.v4.assigned + stats.v6.assigned;
+            if total == 0 {
+                conds.push((
+                    "Exhausted",
+                    true,
+                    "NoAddresses",
+                    "every address of this pool belongs to older pools".into(),
+                ));
+                conds.push((
+                    "Ready",
+                    false,
+                    "NoAddresses",
+                    "the pool has no address of its own".into(),
+                ));
+            } else {
+                let out: Vec<String> = [(Family::V4, stats.v4), (Family::V6, stats.v6)]
+                    .into_iter()
+                    .filter(|(_, f)| f.available == 0 && f.assigned > 0)
+                    .map(|(fam, _)| fam.to_string())
+                    .collect();
+                if out.is_empty() {
+                    conds.push((
+                        "Exhausted",
+                        false,
+                        "AddressesFree",
+                        "addresses are free".into(),
+                    ));
+                } else {
+                    conds.push((
+                        "Exhausted",
+                        true,
+                        "NoFreeAddresses",
+                        format!("no free {} address left", out.join(" or ")),
+                    ));
+                }
+                conds.push((
+                    "Ready",
+                    true,
+                    "Ready",
+                    "the pool hands out addresses".into(),
+                ));
+            }
+        }
+        status.conditions = conds
+            .into_iter()
+            .map(|(type_, on, reason, message)| {
+                condition(&old.conditions, type_, on, reason, message, generation)
+            })
+            .collect();
+        status
+    }
+}
+
+/// A condition, keeping the previous transition time when its status did not change.
+fn condition(
+    old: &[Condition],
+    type_: &str,
+    on: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    let status = if on { "True" } else { "False" };
+    let last_transition_time = old
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(Timestamp::now()));
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+fn sum(a: u128, b: u128) -> String {
+    match a.checked_add(b) {
+        Some(s) => s.to_string(),
+        None => format!("{a} IPv4 + {b} IPv6"),
+    }
+}
+
+fn range_text(a: IpAddr, b: IpAddr) -> String {
+    if a == b {
+        a.to_string()
+    } else {
+        format!("{a}-{b}")
+    }
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn list(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn reason_of(e: &ferrolb_allocator::AllocError) -> &'static str {
+    use ferrolb_allocator::AllocError as E;
+    match e {
+        E::NoSuchPool(_) => "NoSuchPool",
+        E::RequestedOutsidePools(_)
+        | E::RequestedAvoidedAddress { .. }
+        | E::RequestedPoolNotAllowed { .. } => "RequestedOutsidePools",
+        E::RequestedInUse { .. } | E::SharingConflict { .. } => "AddressInUse",
+        E::Exhausted { .. } => "Exhausted",
+        E::NoPoolForFamily { .. }
+        | E::RequireDualStackUnsatisfiable { .. }
+        | E::RequestedFamilyNotInPolicy { .. } => "NoPoolForFamily",
+        _ => "Other",
+    }
+}

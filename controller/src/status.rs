@@ -1,0 +1,116 @@
+//! Writes the controller's facts to the API: the Service's `status.loadBalancer.ingress`, the
+//! annotation naming the pool, Events, and the pools' status. All writes are server-side apply
+//! with one field manager, so the controller owns exactly the fields it sets and nothing else.
+
+use std::net::IpAddr;
+
+use ferrolb_config::service::ASSIGNED_POOL;
+use ferrolb_crds::IPAddressPool;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+use serde_json::json;
+use tracing::warn;
+
+/// Field manager of every write.
+pub const MANAGER: &str = "ferrolb-controller";
+
+/// The controller's writer. Only the leader holds one.
+#[derive(Clone)]
+pub struct Writer {
+    client: Client,
+    recorder: Recorder,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    pub fn new(client: Client, identity: &str) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: Some(identity.into()),
+        };
+        Writer {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+        }
+    }
+
+    /// Sets `status.loadBalancer.ingress` to exactly `ips` (empty clears it) and the pool
+    /// annotation to `pool` (`None` removes it).
+    pub async fn service(
+        &self,
+        namespace: &str,
+        name: &str,
+        ips: &[IpAddr],
+        pool: Option<&str>,
+    ) -> Result<(), kube::Error> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
+        let params = PatchParams::apply(MANAGER).force();
+        let ingress: Vec<_> = ips
+            .iter()
+            .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+            .collect();
+        let status = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "status": {"loadBalancer": {"ingress": ingress}},
+        });
+        api.patch_status(name, &params, &Patch::Apply(status))
+            .await?;
+        let annotations = match pool {
+            Some(p) => json!({ ASSIGNED_POOL: p }),
+            None => json!({}),
+        };
+        let meta = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+        });
+        api.patch(name, &params, &Patch::Apply(meta)).await?;
+        Ok(())
+    }
+
+    /// Replaces a pool's status.
+    pub async fn pool(
+        &self,
+        name: &str,
+        status: &ferrolb_crds::IPAddressPoolStatus,
+    ) -> Result<(), kube::Error> {
+        let api: Api<IPAddressPool> = Api::all(self.client.clone());
+        let body = json!({
+            "apiVersion": "ferrolb.io/v1alpha1", "kind": "IPAddressPool",
+            "metadata": {"name": name},
+            "status": status,
+        });
+        api.patch_status(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Publishes an Event about `obj`; a failure is logged, never fatal (Events are best effort).
+    pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let reference: ObjectReference = obj.object_ref(&());
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &reference).await {
+            warn!(reason, error = %e, "could not publish event");
+        }
+    }
+}
