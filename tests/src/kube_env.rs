@@ -89,6 +89,28 @@ impl KubeEnv {
         self.dir.join("admin-lab.kubeconfig")
     }
 
+    /// A kubeconfig for processes inside the lab that authenticates as service account
+    /// `namespace/name` (a token from the TokenRequest API): what a pod of that account gets, so
+    /// the RBAC in `deploy/` is what limits it.
+    pub fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<PathBuf> {
+        let token = self.kubectl(&[
+            "-n",
+            namespace,
+            "create",
+            "token",
+            name,
+            "--duration",
+            "24h",
+        ])?;
+        let path = self.dir.join(format!("{namespace}-{name}.kubeconfig"));
+        self.write_kubeconfig_as(&path, &format!("https://{API_V4}:{API_PORT}"), token.trim())?;
+        Ok(path)
+    }
+
     /// The cluster CA certificate (PEM).
     pub fn ca_path(&self) -> PathBuf {
         self.dir.join("pki").join("ca.crt")
@@ -180,11 +202,15 @@ impl KubeEnv {
     }
 
     fn write_kubeconfig(&self, path: &Path, server: &str) -> anyhow::Result<()> {
+        self.write_kubeconfig_as(path, server, &self.token)
+    }
+
+    fn write_kubeconfig_as(&self, path: &Path, server: &str, token: &str) -> anyhow::Result<()> {
         let ca = self.ca_path();
         let yaml = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: ferrolb-lab\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: admin\n  user:\n    token: {}\ncontexts:\n- name: ferrolb-lab\n  context:\n    cluster: ferrolb-lab\n    user: admin\ncurrent-context: ferrolb-lab\n",
             ca.display(),
-            self.token
+            token
         );
         std::fs::write(path, yaml)?;
         Ok(())

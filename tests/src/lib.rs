@@ -14,6 +14,7 @@
 //! The lab needs root (network namespaces); [`require_root`] fails with a message saying so.
 
 pub mod cmd;
+pub mod daemons;
 pub mod forward;
 pub mod kube_env;
 pub mod netns;

@@ -1,0 +1,183 @@
+//! ferrolb's own daemons as real processes in the lab, authenticated as their service accounts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::netns::{Lab, Port};
+use crate::process::LabChild;
+use crate::{KubeEnv, cmd};
+
+/// Path of a workspace binary (`ferrolb-controller`, `ferrolb-speaker`), built if missing.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = crate::target_dir().join("debug").join(name);
+    if !path.exists() {
+        let status = std::process::Command::new("cargo")
+            .args(["build", "--bin", name])
+            .current_dir(crate::workspace_root())
+            .status()
+            .context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build --bin {name} failed");
+        }
+    }
+    Ok(path)
+}
+
+/// Applies `deploy/` (namespace, CRDs, RBAC, workloads) with the real kubectl and waits for the
+/// CRDs to be served.
+pub fn install(env: &KubeEnv) -> anyhow::Result<()> {
+    let deploy = crate::workspace_root().join("deploy");
+    env.kubectl(&["apply", "-k", &deploy.to_string_lossy()])?;
+    env.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "--all",
+    ])?;
+    Ok(())
+}
+
+/// Options of a controller process.
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    pub identity: String,
+    /// Where it runs (it reaches the API server over the segment).
+    pub port: Port,
+    pub extra_args: Vec<String>,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            identity: "controller-a".into(),
+            port: Port::Api,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// Starts `ferrolb-controller` as service account `ferrolb-system/ferrolb-controller`, with short
+/// lease timings (lease 4 s, renew deadline 3 s, retry 1 s) so leader changes fit in a test.
+pub fn start_controller(
+    lab: &Lab,
+    env: &KubeEnv,
+    opts: &ControllerOptions,
+) -> anyhow::Result<LabChild> {
+    let bin = binary("ferrolb-controller")?.to_string_lossy().into_owned();
+    let kc = env.service_account_kubeconfig("ferrolb-system", "ferrolb-controller")?;
+    let kc = kc.to_string_lossy().into_owned();
+    let mut argv: Vec<&str> = vec![
+        &bin,
+        "--kubeconfig",
+        &kc,
+        "--identity",
+        &opts.identity,
+        "--metrics-bind-address",
+        "127.0.0.1:0",
+        "--lease-duration",
+        "4",
+        "--renew-deadline",
+        "3",
+        "--retry-period",
+        "1",
+        "--log-level",
+        "info,ferrolb_controller=debug",
+    ];
+    argv.extend(opts.extra_args.iter().map(String::as_str));
+    lab.spawn(opts.port, &opts.identity, &argv)
+}
+
+/// Waits until the Service's status shows `count` ingress addresses; returns them.
+pub fn wait_ingress(
+    env: &KubeEnv,
+    namespace: &str,
+    name: &str,
+    count: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<String>> {
+    let jsonpath = "jsonpath={.status.loadBalancer.ingress[*].ip}";
+    cmd::wait_for(
+        &format!("{count} address(es) on service {namespace}/{name}"),
+        timeout,
+        Duration::from_millis(100),
+        || {
+            let out = env
+                .kubectl(&["-n", namespace, "get", "service", name, "-o", jsonpath])
+                .ok()?;
+            let ips: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+            (ips.len() == count).then_some(ips)
+        },
+    )
+}
+
+/// The Events about an object, as `reason: note` lines.
+pub fn events_for(env: &KubeEnv, namespace: &str, name: &str) -> anyhow::Result<Vec<String>> {
+    let out = env.kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "events.events.k8s.io",
+        "--field-selector",
+        &format!("regarding.name={name}"),
+        "-o",
+        "jsonpath={range .items[*]}{.reason}: {.note}{\"\\n\"}{end}",
+    ])?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+/// Waits until an Event about the object contains `text`.
+pub fn wait_event(
+    env: &KubeEnv,
+    namespace: &str,
+    name: &str,
+    text: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    cmd::wait_for(
+        &format!("an event on {namespace}/{name} containing {text:?}"),
+        timeout,
+        Duration::from_millis(200),
+        || {
+            events_for(env, namespace, name)
+                .ok()?
+                .into_iter()
+                .find(|l| l.contains(text))
+        },
+    )
+}
+
+/// Applies YAML text with the real kubectl.
+pub fn apply(env: &KubeEnv, lab: &Lab, yaml: &str) -> anyhow::Result<String> {
+    let file = lab.dir().join(format!("apply-{}.yaml", next()));
+    std::fs::write(&file, yaml)?;
+    env.kubectl(&["apply", "-f", &file.to_string_lossy()])
+}
+
+fn next() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+/// YAML of a LoadBalancer Service in `default` with one TCP port and optional extra spec lines and
+/// annotations.
+pub fn service_yaml(
+    name: &str,
+    annotations: &[(&str, &str)],
+    extra_spec: &str,
+    port: u16,
+) -> String {
+    let mut ann = String::new();
+    if !annotations.is_empty() {
+        ann.push_str("  annotations:\n");
+        for (k, v) in annotations {
+            ann.push_str(&format!("    {k}: \"{v}\"\n"));
+        }
+    }
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n{ann}spec:\n  type: LoadBalancer\n  selector: {{app: {name}}}\n  ports:\n  - {{name: p, port: {port}, protocol: TCP}}\n{extra_spec}---\n"
+    )
+}

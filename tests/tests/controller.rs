@@ -1,0 +1,366 @@
+//! The controller on the real API server: allocation, release, Events, pool status, and every kind
+//! of bad input reported where the user looks while nothing else changes.
+
+use std::time::Duration;
+
+use ferrolb_lab::daemons::{
+    ControllerOptions, apply, install, service_yaml, start_controller, wait_event, wait_ingress,
+};
+use ferrolb_lab::{KubeEnv, Lab, LabConfig, cmd};
+
+const T: Duration = Duration::from_secs(30);
+
+fn jsonpath(env: &KubeEnv, args: &[&str], path: &str) -> String {
+    let mut a = args.to_vec();
+    let p = format!("jsonpath={path}");
+    a.extend(["-o", &p]);
+    env.kubectl(&a).unwrap()
+}
+
+fn wait_jsonpath(env: &KubeEnv, args: &[&str], path: &str, want: &str) {
+    cmd::wait_for(
+        &format!("{args:?} {path} == {want:?}"),
+        T,
+        Duration::from_millis(200),
+        || (jsonpath(env, args, path).trim() == want).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}; last value {:?}", jsonpath(env, args, path)));
+}
+
+const POOL: &str = "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: lab\nspec:\n  addresses: [\"192.0.2.64/28\", \"2001:db8::1:0/112\"]\n";
+
+#[test]
+fn allocates_reports_and_refuses_bad_input_without_side_effects() {
+    let lab = Lab::new(LabConfig {
+        nodes: 0,
+        backends: false,
+    })
+    .unwrap();
+    let env = KubeEnv::start(&lab).unwrap();
+    install(&env).unwrap();
+    let _controller = start_controller(&lab, &env, &ControllerOptions::default()).unwrap();
+    apply(&env, &lab, POOL).unwrap();
+
+    // A Service gets the lowest address, the pool annotation and an Event.
+    apply(&env, &lab, &service_yaml("web", &[], "", 80)).unwrap();
+    assert_eq!(
+        wait_ingress(&env, "default", "web", 1, T).unwrap(),
+        vec!["192.0.2.64"]
+    );
+    assert_eq!(
+        jsonpath(
+            &env,
+            &["-n", "default", "get", "svc", "web"],
+            "{.metadata.annotations.ferrolb\\.io/ip-allocated-from-pool}"
+        ),
+        "lab"
+    );
+    wait_event(
+        &env,
+        "default",
+        "web",
+        "IPAllocated: assigned 192.0.2.64 from pool lab",
+        T,
+    )
+    .unwrap();
+
+    // Dual-stack and a requested address.
+    let dual = "  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n";
+    apply(&env, &lab, &service_yaml("dual", &[], dual, 80)).unwrap();
+    assert_eq!(
+        wait_ingress(&env, "default", "dual", 2, T).unwrap(),
+        vec!["192.0.2.65", "2001:db8::1:0"]
+    );
+    apply(
+        &env,
+        &lab,
+        &service_yaml(
+            "fixed",
+            &[("ferrolb.io/loadBalancerIPs", "192.0.2.70")],
+            "",
+            80,
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        wait_ingress(&env, "default", "fixed", 1, T).unwrap(),
+        vec!["192.0.2.70"]
+    );
+    // Sharing: same key, other port, same address; MetalLB's annotation form works too.
+    apply(
+        &env,
+        &lab,
+        &service_yaml(
+            "share-a",
+            &[
+                ("ferrolb.io/allow-shared-ip", "k"),
+                ("ferrolb.io/loadBalancerIPs", "192.0.2.75"),
+            ],
+            "",
+            80,
+        ),
+    )
+    .unwrap();
+    apply(
+        &env,
+        &lab,
+        &service_yaml(
+            "share-b",
+            &[
+                ("metallb.universe.tf/allow-shared-ip", "k"),
+                ("metallb.io/loadBalancerIPs", "192.0.2.75"),
+            ],
+            "",
+            443,
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        wait_ingress(&env, "default", "share-b", 1, T).unwrap(),
+        vec!["192.0.2.75"]
+    );
+
+    // Pool status: exact counts per family and Ready.
+    wait_jsonpath(
+        &env,
+        &["get", "ipp", "lab"],
+        "{.status.assignedIPv4}/{.status.availableIPv4}/{.status.assignedIPv6}/{.status.availableIPv6}",
+        "4/12/1/65535",
+    );
+    wait_jsonpath(
+        &env,
+        &["get", "ipp", "lab"],
+        "{.status.conditions[?(@.type==\"Ready\")].status}",
+        "True",
+    );
+
+    // Bad input: each gets an AllocationFailed Event naming the problem and no address.
+    let v4only = "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: v4only\nspec:\n  addresses: [\"192.0.2.90/32\"]\n  autoAssign: false\n";
+    apply(&env, &lab, v4only).unwrap();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "outside",
+            service_yaml(
+                "outside",
+                &[("ferrolb.io/loadBalancerIPs", "192.0.2.200")],
+                "",
+                80,
+            ),
+            "192.0.2.200 is not in any address pool",
+        ),
+        (
+            "nopool",
+            service_yaml("nopool", &[("ferrolb.io/address-pool", "missing")], "", 80),
+            "address pool \"missing\" does not exist",
+        ),
+        (
+            "twov4",
+            service_yaml(
+                "twov4",
+                &[("ferrolb.io/loadBalancerIPs", "192.0.2.71,192.0.2.72")],
+                "",
+                80,
+            ),
+            "at most one per family",
+        ),
+        (
+            "both",
+            service_yaml(
+                "both",
+                &[("ferrolb.io/loadBalancerIPs", "192.0.2.71")],
+                "  loadBalancerIP: 192.0.2.71\n",
+                80,
+            ),
+            "both spec.loadBalancerIP and annotation ferrolb.io/loadBalancerIPs",
+        ),
+        (
+            "taken",
+            service_yaml(
+                "taken",
+                &[("ferrolb.io/loadBalancerIPs", "192.0.2.70")],
+                "",
+                80,
+            ),
+            "192.0.2.70 is already used by service default/fixed",
+        ),
+        (
+            "portclash",
+            service_yaml(
+                "portclash",
+                &[
+                    ("ferrolb.io/allow-shared-ip", "k"),
+                    ("ferrolb.io/loadBalancerIPs", "192.0.2.75"),
+                ],
+                "",
+                80,
+            ),
+            "both services use TCP/80",
+        ),
+        (
+            "nodual",
+            service_yaml("nodual", &[("ferrolb.io/address-pool", "v4only")], dual, 80),
+            "IPv6",
+        ),
+    ];
+    for (name, yaml, _) in &cases {
+        apply(&env, &lab, yaml).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    }
+    for (name, _, text) in &cases {
+        let ev =
+            wait_event(&env, "default", name, text, T).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert!(ev.starts_with("AllocationFailed"), "{name}: {ev}");
+        let ips = jsonpath(
+            &env,
+            &["-n", "default", "get", "svc", name],
+            "{.status.loadBalancer.ingress[*].ip}",
+        );
+        assert!(ips.trim().is_empty(), "{name} got {ips}");
+    }
+    // An exhausted pool: the only address of v4only is taken by one Service, the next one fails.
+    apply(
+        &env,
+        &lab,
+        &service_yaml("tiny-a", &[("ferrolb.io/address-pool", "v4only")], "", 80),
+    )
+    .unwrap();
+    assert_eq!(
+        wait_ingress(&env, "default", "tiny-a", 1, T).unwrap(),
+        vec!["192.0.2.90"]
+    );
+    apply(
+        &env,
+        &lab,
+        &service_yaml("tiny-b", &[("ferrolb.io/address-pool", "v4only")], "", 80),
+    )
+    .unwrap();
+    wait_event(
+        &env,
+        "default",
+        "tiny-b",
+        "pool \"v4only\" has no free IPv4 address left",
+        T,
+    )
+    .unwrap();
+    wait_jsonpath(
+        &env,
+        &["get", "ipp", "v4only"],
+        "{.status.conditions[?(@.type==\"Exhausted\")].status}",
+        "True",
+    );
+
+    // Invalid pools the schema lets through get an Invalid condition naming the field; an
+    // overlapping newer pool gets Overlapping and hands out nothing of the older pool's.
+    let reversed = "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: reversed\nspec:\n  addresses: [\"192.0.2.120-192.0.2.110\"]\n";
+    let badsel = "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: badsel\nspec:\n  addresses: [\"192.0.2.121/32\"]\n  serviceAllocation:\n    serviceSelectors:\n    - matchExpressions: [{key: tier, operator: Near}]\n";
+    let overlap = "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: overlap\nspec:\n  addresses: [\"192.0.2.76-192.0.2.95\"]\n";
+    for y in [reversed, badsel, overlap] {
+        apply(&env, &lab, y).unwrap();
+    }
+    wait_jsonpath(
+        &env,
+        &["get", "ipp", "reversed"],
+        "{.status.conditions[?(@.type==\"Invalid\")].message}",
+        "spec.addresses[0]: \"192.0.2.120-192.0.2.110\": range start 192.0.2.120 is above its end 192.0.2.110",
+    );
+    let msg = {
+        wait_jsonpath(
+            &env,
+            &["get", "ipp", "badsel"],
+            "{.status.conditions[?(@.type==\"Invalid\")].status}",
+            "True",
+        );
+        jsonpath(
+            &env,
+            &["get", "ipp", "badsel"],
+            "{.status.conditions[?(@.type==\"Invalid\")].message}",
+        )
+    };
+    assert!(
+        msg.contains("spec.serviceAllocation.serviceSelectors[0]") && msg.contains("Near"),
+        "{msg}"
+    );
+    wait_jsonpath(
+        &env,
+        &["get", "ipp", "overlap"],
+        "{.status.conditions[?(@.type==\"Overlapping\")].status}",
+        "True",
+    );
+    let msg = jsonpath(
+        &env,
+        &["get", "ipp", "overlap"],
+        "{.status.conditions[?(@.type==\"Overlapping\")].message}",
+    );
+    assert!(
+        msg.contains("192.0.2.76-192.0.2.79") && msg.contains("lab") && msg.contains("v4only"),
+        "{msg}"
+    );
+
+    // None of that moved anything.
+    for (name, want) in [
+        ("web", "192.0.2.64"),
+        ("dual", "192.0.2.65 2001:db8::1:0"),
+        ("fixed", "192.0.2.70"),
+        ("share-a", "192.0.2.75"),
+        ("tiny-a", "192.0.2.90"),
+    ] {
+        assert_eq!(
+            jsonpath(
+                &env,
+                &["-n", "default", "get", "svc", name],
+                "{.status.loadBalancer.ingress[*].ip}"
+            ),
+            want,
+            "{name}"
+        );
+    }
+
+    // Fixing a bad Service gives it an address; deleting one frees its address for the next.
+    apply(&env, &lab, &service_yaml("outside", &[], "", 80)).unwrap();
+    assert_eq!(
+        wait_ingress(&env, "default", "outside", 1, T).unwrap(),
+        vec!["192.0.2.66"]
+    );
+    env.kubectl(&["-n", "default", "delete", "svc", "web"])
+        .unwrap();
+    wait_jsonpath(&env, &["get", "ipp", "lab"], "{.status.assignedIPv4}", "4");
+    apply(&env, &lab, &service_yaml("next", &[], "", 80)).unwrap();
+    assert_eq!(
+        wait_ingress(&env, "default", "next", 1, T).unwrap(),
+        vec!["192.0.2.64"]
+    );
+
+    // Turning a Service into ClusterIP releases its address and clears its status.
+    env.kubectl(&[
+        "-n",
+        "default",
+        "patch",
+        "svc",
+        "next",
+        "-p",
+        "{\"spec\":{\"type\":\"ClusterIP\"}}",
+    ])
+    .unwrap();
+    wait_event(&env, "default", "next", "IPReleased", T).unwrap();
+    wait_jsonpath(
+        &env,
+        &["-n", "default", "get", "svc", "next"],
+        "{.status.loadBalancer.ingress[*].ip}",
+        "",
+    );
+    // Another load-balancer class is not ours.
+    apply(
+        &env,
+        &lab,
+        &service_yaml("other", &[], "  loadBalancerClass: example.com/other\n", 80),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        jsonpath(
+            &env,
+            &["-n", "default", "get", "svc", "other"],
+            "{.status.loadBalancer.ingress[*].ip}"
+        ),
+        ""
+    );
+}
