@@ -1,0 +1,208 @@
+//! Restart safety and leader changes on the real API server: a leader killed in the middle of a
+//! burst of 500 Service creations, the standby taking over, and a fresh replica after that, never
+//! change an assigned address and never hand one out twice. A shrunk pool re-homes exactly the
+//! Services outside it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use ferrolb_lab::daemons::{
+    ControllerOptions, apply, install, service_yaml, start_controller, wait_event, wait_ingress,
+};
+use ferrolb_lab::{KubeEnv, Lab, LabConfig, cmd};
+
+fn assignments(env: &KubeEnv) -> BTreeMap<String, String> {
+    let out = env
+        .kubectl(&["-n", "default", "get", "svc", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.loadBalancer.ingress[*].ip}{\"\\n\"}{end}"])
+        .unwrap();
+    out.lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(n, _)| n.starts_with("burst-"))
+        .map(|(n, ip)| (n.to_string(), ip.to_string()))
+        .collect()
+}
+
+fn lease_holder(env: &KubeEnv) -> String {
+    env.kubectl(&[
+        "-n",
+        "ferrolb-system",
+        "get",
+        "lease",
+        "ferrolb-controller",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+    .unwrap_or_default()
+}
+
+fn burst(range: std::ops::Range<usize>) -> String {
+    let v6 = "  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv6]\n";
+    range
+        .map(|i| service_yaml(&format!("burst-{i:03}"), &[], v6, 80))
+        .collect()
+}
+
+#[test]
+fn leader_killed_mid_burst_and_restarts_never_change_an_address() {
+    let lab = Lab::new(LabConfig {
+        nodes: 0,
+        backends: false,
+    })
+    .unwrap();
+    let env = KubeEnv::start(&lab).unwrap();
+    install(&env).unwrap();
+    apply(&env, &lab, "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: big\nspec:\n  addresses: [\"2001:db8:2::/64\"]\n").unwrap();
+    let mut a = start_controller(
+        &lab,
+        &env,
+        &ControllerOptions {
+            identity: "controller-a".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    cmd::wait_for(
+        "controller-a to lead",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || (lease_holder(&env) == "controller-a").then_some(()),
+    )
+    .unwrap();
+    let mut b = start_controller(
+        &lab,
+        &env,
+        &ControllerOptions {
+            identity: "controller-b".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+
+    apply(&env, &lab, &burst(0..250)).unwrap();
+    a.kill().unwrap(); // SIGKILL: no goodbye, the lease must expire.
+    apply(&env, &lab, &burst(250..500)).unwrap();
+
+    let all = cmd::wait_for(
+        "500 Services with an address",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || {
+            let m = assignments(&env);
+            (m.len() == 500 && m.values().all(|ip| !ip.is_empty() && !ip.contains(' ')))
+                .then_some(m)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n--- controller-b log ---\n{}", b.log_text()));
+    assert_eq!(lease_holder(&env), "controller-b");
+    let unique: BTreeSet<&String> = all.values().collect();
+    assert_eq!(unique.len(), 500, "an address was handed out twice");
+    assert!(
+        all.values().all(|ip| ip.starts_with("2001:db8:2::")),
+        "{all:?}"
+    );
+
+    // The standby-turned-leader stops; a new replica takes over and changes nothing.
+    b.terminate(Duration::from_secs(5)).unwrap();
+    let _c = start_controller(
+        &lab,
+        &env,
+        &ControllerOptions {
+            identity: "controller-c".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    apply(&env, &lab, &burst(500..501)).unwrap();
+    let ip = wait_ingress(&env, "default", "burst-500", 1, Duration::from_secs(60)).unwrap();
+    assert!(!unique.contains(&ip[0]), "{} was already assigned", ip[0]);
+    let after = assignments(&env);
+    for (name, ip) in &all {
+        assert_eq!(after.get(name), Some(ip), "{name} changed");
+    }
+    assert_eq!(lease_holder(&env), "controller-c");
+    let assigned = env
+        .kubectl(&[
+            "get",
+            "ipp",
+            "big",
+            "-o",
+            "jsonpath={.status.assignedIPv6}/{.status.availableIPv6}",
+        ])
+        .unwrap();
+    assert_eq!(assigned, format!("501/{}", (1u128 << 64) - 501));
+}
+
+#[test]
+fn a_shrunk_pool_rehomes_exactly_the_services_outside_it() {
+    let lab = Lab::new(LabConfig {
+        nodes: 0,
+        backends: false,
+    })
+    .unwrap();
+    let env = KubeEnv::start(&lab).unwrap();
+    install(&env).unwrap();
+    let pool = |addrs: &str| {
+        format!(
+            "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: main\nspec:\n  addresses: [{addrs}]\n"
+        )
+    };
+    apply(&env, &lab, &pool("\"192.0.2.64/29\"")).unwrap();
+    let _c = start_controller(&lab, &env, &ControllerOptions::default()).unwrap();
+    for i in 0..6 {
+        apply(&env, &lab, &service_yaml(&format!("s{i}"), &[], "", 80)).unwrap();
+        assert_eq!(
+            wait_ingress(
+                &env,
+                "default",
+                &format!("s{i}"),
+                1,
+                Duration::from_secs(30)
+            )
+            .unwrap(),
+            vec![format!("192.0.2.{}", 64 + i)]
+        );
+    }
+    // A spare pool appears and the main pool shrinks to .64-.66: s3..s5 move to the spare pool,
+    // with an Event saying why; s0..s2 keep their addresses.
+    apply(&env, &lab, "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: spare\nspec:\n  addresses: [\"192.0.2.96/29\"]\n").unwrap();
+    apply(&env, &lab, &pool("\"192.0.2.64-192.0.2.66\"")).unwrap();
+    for i in 3..6 {
+        let ev = wait_event(
+            &env,
+            "default",
+            &format!("s{i}"),
+            "IPReassigned",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert!(
+            ev.contains(&format!("192.0.2.{}", 64 + i)) && ev.contains("spare"),
+            "{ev}"
+        );
+    }
+    for i in 0..6 {
+        let ip = env
+            .kubectl(&[
+                "-n",
+                "default",
+                "get",
+                "svc",
+                &format!("s{i}"),
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[*].ip}",
+            ])
+            .unwrap();
+        let want = if i < 3 {
+            format!("192.0.2.{}", 64 + i)
+        } else {
+            format!("192.0.2.{}", 96 + i - 3)
+        };
+        assert_eq!(ip, want, "s{i}");
+        let events = ferrolb_lab::daemons::events_for(&env, "default", &format!("s{i}")).unwrap();
+        assert_eq!(
+            events.iter().any(|e| e.starts_with("IPReassigned")),
+            i >= 3,
+            "s{i}: {events:?}"
+        );
+    }
+}
