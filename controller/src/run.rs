@@ -35,6 +35,42 @@ use crate::status::Writer;
 
 /// Most watch events handled before the dirty Services are reconciled.
 const BATCH: usize = 2000;
+/// Service writes in flight at once (each is two requests, plus an Event).
+const WRITES_IN_FLIGHT: usize = 32;
+
+/// The API side of one Service's reconciliation, decided before any I/O.
+struct Action {
+    key: String,
+    svc: Service,
+    since: Instant,
+    /// New ingress addresses and pool annotation.
+    write: Option<(Vec<IpAddr>, Option<String>)>,
+    event: Option<(EventType, &'static str, String)>,
+}
+
+impl Action {
+    /// Writes, then (only if the write succeeded) publishes the Event. Returns whether the write
+    /// succeeded.
+    async fn execute(&self, writer: &Writer) -> bool {
+        let ns = self.svc.metadata.namespace.as_deref().unwrap_or("default");
+        let name = self.svc.metadata.name.as_deref().unwrap_or("");
+        if let Some((ips, pool)) = &self.write {
+            let annotation_changed = model::status_pool(&self.svc) != pool.as_deref();
+            if let Err(e) = writer
+                .service(ns, name, ips, pool.as_deref(), annotation_changed)
+                .await
+            {
+                warn!(service = %self.key, error = %e, "writing the Service status failed; will retry");
+                return false;
+            }
+            info!(service = %self.key, ips = %list(ips), pool = pool.as_deref().unwrap_or(""), "status written");
+        }
+        if let Some((type_, reason, note)) = &self.event {
+            writer.event(&self.svc, *type_, reason, note.clone()).await;
+        }
+        true
+    }
+}
 
 enum Input {
     Service(Event<Service>),
@@ -198,7 +234,19 @@ impl State {
                 }
             }
             Input::Pool(ev) => {
-                if !self.pools.apply(ev).is_empty() {
+                // Our own status writes come back as pool events; only a changed spec (or a pool
+                // appearing or going) changes allocations.
+                let before: BTreeMap<String, _> = self
+                    .pools
+                    .objects
+                    .iter()
+                    .map(|(k, p)| (k.clone(), p.spec.clone()))
+                    .collect();
+                let changed = self.pools.apply(ev);
+                if changed
+                    .iter()
+                    .any(|k| before.get(k) != self.pools.objects.get(k).map(|p| &p.spec))
+                {
                     self.load_pools();
                 }
             }
@@ -285,10 +333,39 @@ impl State {
         self.metrics.set_ready(true);
     }
 
+    /// Decides every dirty Service (the allocator is synchronous and owned here), then performs
+    /// the resulting writes concurrently: decisions in order, I/O in parallel.
     async fn reconcile(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
-        for (k, since) in dirty {
-            self.reconcile_service(&k, since).await;
+        let actions: Vec<Action> = dirty
+            .into_iter()
+            .filter_map(|(k, since)| self.decide(&k, since))
+            .collect();
+        let writer = self.writer.clone();
+        let done: Vec<(Action, bool)> = stream::iter(actions)
+            .map(|a| {
+                let writer = writer.clone();
+                async move {
+                    let ok = a.execute(&writer).await;
+                    (a, ok)
+                }
+            })
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        for (a, ok) in done {
+            if a.write.is_some() {
+                self.pools_dirty = true;
+                if ok {
+                    self.metrics
+                        .allocation_seconds
+                        .observe(a.since.elapsed().as_secs_f64());
+                } else {
+                    // Retried at the next pass (the next watch event, at the latest the resync).
+                    self.dirty.insert(a.key.clone(), a.since);
+                    self.last_event.remove(&a.key);
+                }
+            }
         }
         if self.pools_dirty {
             self.pools_dirty = false;
@@ -296,7 +373,8 @@ impl State {
         }
     }
 
-    async fn reconcile_service(&mut self, k: &str, since: Instant) {
+    /// What to do for one Service: allocator changes happen here, API writes are returned.
+    fn decide(&mut self, k: &str, since: Instant) -> Option<Action> {
         let Some(svc) = self.services.objects.get(k).cloned() else {
             let (ns, name) = k.split_once('/').unwrap_or(("", k));
             let released = self.allocator.release(&ServiceKey::new(ns, name));
@@ -305,7 +383,7 @@ impl State {
                 self.pools_dirty = true;
             }
             self.last_event.remove(k);
-            return;
+            return None;
         };
         let key = model::key(&svc);
         let ns = svc.metadata.namespace.clone().unwrap_or_default();
@@ -315,6 +393,13 @@ impl State {
             .get(&ns)
             .and_then(|n| n.metadata.labels.clone())
             .unwrap_or_default();
+        let mut action = Action {
+            key: k.to_string(),
+            svc: svc.clone(),
+            since,
+            write: None,
+            event: None,
+        };
         match model::want(
             &svc,
             self.settings.class.as_deref(),
@@ -323,22 +408,18 @@ impl State {
         ) {
             Want::Nothing => {
                 let released = self.allocator.release(&key);
-                if !released.is_empty() {
-                    self.pools_dirty = true;
-                    if model::status_pool(&svc).is_some() {
-                        self.write(&svc, &[], None, since).await;
-                    }
-                    self.event(
-                        &svc,
-                        EventType::Normal,
-                        "IPReleased",
-                        format!(
-                            "released {} (no longer a LoadBalancer Service of this class)",
-                            list(&released)
-                        ),
-                    )
-                    .await;
+                if released.is_empty() {
+                    return None;
                 }
+                self.pools_dirty = true;
+                if model::status_pool(&svc).is_some() {
+                    action.write = Some((Vec::new(), None));
+                }
+                let note = format!(
+                    "released {} (no longer a LoadBalancer Service of this class)",
+                    list(&released)
+                );
+                action.event = self.event(k, EventType::Normal, "IPReleased", note);
             }
             Want::Invalid(msg) => {
                 self.metrics
@@ -347,8 +428,7 @@ impl State {
                         reason: "InvalidRequest".into(),
                     })
                     .inc();
-                self.event(&svc, EventType::Warning, "AllocationFailed", msg)
-                    .await;
+                action.event = self.event(k, EventType::Warning, "AllocationFailed", msg);
             }
             Want::Allocate(req) => match self.allocator.assign(&req) {
                 Ok(alloc) => {
@@ -364,29 +444,26 @@ impl State {
                         .collect::<Vec<_>>()
                         .join(",");
                     let before = model::status_ips(&svc);
-                    let changed = before != ips || model::status_pool(&svc) != Some(pool.as_str());
-                    if changed {
-                        self.pools_dirty = true;
-                        if self.write(&svc, &ips, Some(&pool), since).await {
-                            if let Some(moved) = &alloc.moved {
-                                self.event(
-                                    &svc,
-                                    EventType::Warning,
-                                    "IPReassigned",
-                                    format!("now {} from pool {pool}: {moved}", list(&ips)),
-                                )
-                                .await;
-                            } else if before.is_empty() {
-                                self.event(
-                                    &svc,
-                                    EventType::Normal,
-                                    "IPAllocated",
-                                    format!("assigned {} from pool {pool}", list(&ips)),
-                                )
-                                .await;
-                            }
-                        }
+                    if before == ips && model::status_pool(&svc) == Some(pool.as_str()) {
+                        return None;
                     }
+                    let note = if let Some(moved) = &alloc.moved {
+                        Some((
+                            EventType::Warning,
+                            "IPReassigned",
+                            format!("now {} from pool {pool}: {moved}", list(&ips)),
+                        ))
+                    } else if before.is_empty() {
+                        Some((
+                            EventType::Normal,
+                            "IPAllocated",
+                            format!("assigned {} from pool {pool}", list(&ips)),
+                        ))
+                    } else {
+                        None
+                    };
+                    action.event = note.and_then(|(t, r, n)| self.event(k, t, r, n));
+                    action.write = Some((ips, Some(pool)));
                 }
                 Err(e) => {
                     self.metrics
@@ -406,60 +483,40 @@ impl State {
                     if stranded {
                         let released = self.allocator.release(&key);
                         self.pools_dirty = true;
-                        self.write(&svc, &[], None, since).await;
-                        self.event(&svc, EventType::Warning, "IPReleased", format!("released {}: it left every address pool and no other address is available ({e})", list(&released))).await;
+                        action.write = Some((Vec::new(), None));
+                        let note = format!(
+                            "released {}: it left every address pool and no other address is available ({e})",
+                            list(&released)
+                        );
+                        action.event = self.event(k, EventType::Warning, "IPReleased", note);
                     } else {
-                        self.event(&svc, EventType::Warning, "AllocationFailed", e.to_string())
-                            .await;
+                        action.event =
+                            self.event(k, EventType::Warning, "AllocationFailed", e.to_string());
                     }
                 }
             },
         }
+        (action.write.is_some() || action.event.is_some()).then_some(action)
     }
 
-    /// Writes a Service's status; returns whether it succeeded (a failure is retried by marking
-    /// the Service dirty again at the next pass).
-    async fn write(
+    /// An Event to publish, unless it repeats the last one for this Service.
+    fn event(
         &mut self,
-        svc: &Service,
-        ips: &[IpAddr],
-        pool: Option<&str>,
-        since: Instant,
-    ) -> bool {
-        let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-        let name = svc.metadata.name.as_deref().unwrap_or("");
-        match self.writer.service(ns, name, ips, pool).await {
-            Ok(()) => {
-                self.metrics
-                    .allocation_seconds
-                    .observe(since.elapsed().as_secs_f64());
-                info!(service = %format!("{ns}/{name}"), ips = %list(ips), pool = pool.unwrap_or(""), "status written");
-                true
-            }
-            Err(e) => {
-                warn!(service = %format!("{ns}/{name}"), error = %e, "writing the Service status failed; will retry");
-                self.dirty.insert(format!("{ns}/{name}"), since);
-                false
-            }
-        }
-    }
-
-    async fn event(&mut self, svc: &Service, type_: EventType, reason: &str, note: String) {
-        let k = format!(
-            "{}/{}",
-            svc.metadata.namespace.as_deref().unwrap_or(""),
-            svc.metadata.name.as_deref().unwrap_or("")
-        );
+        k: &str,
+        type_: EventType,
+        reason: &'static str,
+        note: String,
+    ) -> Option<(EventType, &'static str, String)> {
         let line = format!("{reason}: {note}");
-        if self.last_event.get(&k) == Some(&line) {
-            return;
+        if self.last_event.get(k) == Some(&line) {
+            return None;
         }
         match type_ {
             EventType::Warning => warn!(service = %k, reason, %note, "event"),
             EventType::Normal => debug!(service = %k, reason, %note, "event"),
         }
-        self.writer.event(svc, type_, reason, note).await;
-        self.last_event.insert(k, line);
+        self.last_event.insert(k.to_string(), line);
+        Some((type_, reason, note))
     }
 
     async fn write_pools(&mut self) {

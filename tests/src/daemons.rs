@@ -83,9 +83,10 @@ pub fn start_controller(
         "3",
         "--retry-period",
         "1",
-        "--log-level",
-        "info,ferrolb_controller=debug",
     ];
+    if !opts.extra_args.iter().any(|a| a == "--log-level") {
+        argv.extend(["--log-level", "info,ferrolb_controller=debug"]);
+    }
     argv.extend(opts.extra_args.iter().map(String::as_str));
     lab.spawn(opts.port, &opts.identity, &argv)
 }

@@ -13,6 +13,7 @@
 //!
 //! The lab needs root (network namespaces); [`require_root`] fails with a message saying so.
 
+pub mod bench;
 pub mod cmd;
 pub mod daemons;
 pub mod forward;

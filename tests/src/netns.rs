@@ -474,7 +474,10 @@ impl Lab {
                 errors.push(format!("{ns}: {e:#}"));
             }
         }
-        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+        // FERROLB_KEEP_LAB_LOGS=1 keeps logs and data for debugging (the network is removed).
+        if std::env::var_os("FERROLB_KEEP_LAB_LOGS").is_some() {
+            eprintln!("lab logs kept in {}", self.dir.display());
+        } else if let Err(e) = std::fs::remove_dir_all(&self.dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             errors.push(format!("{}: {e}", self.dir.display()));

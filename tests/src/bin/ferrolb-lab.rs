@@ -33,6 +33,15 @@ enum Command {
         #[arg(long)]
         no_api: bool,
     },
+    /// Benchmark the controller on the real API server: create SERVICES Services and measure the
+    /// time until each has an address.
+    BenchController {
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Creations per second; without it, as fast as 32 concurrent requests go.
+        #[arg(long)]
+        rate: Option<u32>,
+    },
     /// Remove every lab namespace and run directory on this machine (also those of live runs).
     Clean,
     /// Answer every TCP connection on [::]:PORT with NAME (runs inside a node namespace).
@@ -58,6 +67,22 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up { nodes, no_api } => up(nodes, !no_api),
+        Command::BenchController { services, rate } => {
+            let f = ferrolb_lab::bench::run(services, rate)?;
+            let rate = f.rate.map_or("max".to_string(), |r| format!("{r}/s"));
+            println!(
+                "controller: {} Services created at {rate} in {:.1} s; all assigned {:.1} s after the first creation; creation->address p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; controller RSS {} KiB (peak {} KiB)",
+                f.services,
+                f.create_seconds,
+                f.all_assigned_seconds,
+                f.p50_ms,
+                f.p99_ms,
+                f.max_ms,
+                f.controller_rss_kib,
+                f.controller_peak_rss_kib
+            );
+            Ok(())
+        }
         Command::Clean => {
             for ns in netns::sweep_all() {
                 println!("removed {ns}");

@@ -1,0 +1,197 @@
+//! `ferrolb-lab bench-controller`: the controller against the real API server at scale. Creates N
+//! Services (IPv6 single-stack, from a /64 pool) and measures, with a watch of its own, the time
+//! from each Service's creation to its address being visible, plus the controller's memory.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, PostParams};
+use kube::runtime::watcher;
+
+use crate::daemons::{ControllerOptions, apply, install, start_controller};
+use crate::{KubeEnv, Lab, LabConfig, cmd};
+
+/// Figures of one run.
+#[derive(Debug)]
+pub struct Figures {
+    pub services: usize,
+    pub rate: Option<u32>,
+    pub create_seconds: f64,
+    pub all_assigned_seconds: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub controller_rss_kib: u64,
+    pub controller_peak_rss_kib: u64,
+}
+
+/// Runs the benchmark: `services` creations at `rate` per second (`None`: as fast as 32
+/// concurrent requests go).
+pub fn run(services: usize, rate: Option<u32>) -> anyhow::Result<Figures> {
+    let lab = Lab::new(LabConfig {
+        nodes: 0,
+        backends: false,
+    })?;
+    let env = KubeEnv::start(&lab)?;
+    install(&env)?;
+    env.kubectl(&["create", "namespace", "bench"])?;
+    apply(
+        &env,
+        &lab,
+        "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: bench\nspec:\n  addresses: [\"2001:db8:3::/64\"]\n",
+    )?;
+    let controller = start_controller(
+        &lab,
+        &env,
+        &ControllerOptions {
+            extra_args: vec![
+                "--log-level".into(),
+                std::env::var("FERROLB_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            ],
+            ..Default::default()
+        },
+    )?;
+    cmd::wait_for(
+        "controller to lead",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let h = env
+                .kubectl(&[
+                    "-n",
+                    "ferrolb-system",
+                    "get",
+                    "lease",
+                    "ferrolb-controller",
+                    "-o",
+                    "jsonpath={.spec.holderIdentity}",
+                ])
+                .ok()?;
+            (!h.is_empty()).then_some(())
+        },
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut figures = rt.block_on(measure(&env, services, rate))?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", controller.pid()))?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    figures.controller_rss_kib = field("VmRSS:");
+    figures.controller_peak_rss_kib = field("VmHWM:");
+    Ok(figures)
+}
+
+async fn measure(env: &KubeEnv, services: usize, rate: Option<u32>) -> anyhow::Result<Figures> {
+    let client = env.client().await?;
+    let api: Api<Service> = Api::namespaced(client, "bench");
+    let assigned: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
+    let seen = assigned.clone();
+    let watch = tokio::spawn(
+        watcher::watcher(api.clone(), watcher::Config::default()).try_for_each(move |ev| {
+            let seen = seen.clone();
+            async move {
+                if let watcher::Event::Apply(s) | watcher::Event::InitApply(s) = ev {
+                    let has_ip = s
+                        .status
+                        .and_then(|st| st.load_balancer)
+                        .and_then(|lb| lb.ingress)
+                        .is_some_and(|i| !i.is_empty());
+                    if has_ip && let Some(name) = s.metadata.name {
+                        seen.lock()
+                            .map(|mut m| m.entry(name).or_insert_with(Instant::now).to_owned())
+                            .ok();
+                    }
+                }
+                Ok(())
+            }
+        }),
+    );
+    // Let the watch establish before the first creation.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let created: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
+    let start = Instant::now();
+    let interval = rate.map(|r| Duration::from_secs_f64(1.0 / f64::from(r.max(1))));
+    let jobs = futures::stream::iter(0..services).map(|i| {
+        let api = api.clone();
+        let created = created.clone();
+        async move {
+            if let Some(iv) = interval {
+                let due = start + iv * i as u32;
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let name = format!("svc-{i:05}");
+            let svc: Service = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv6"],
+                         "selector": {"app": "bench"}, "ports": [{"port": 80, "protocol": "TCP"}]}
+            }))?;
+            api.create(&PostParams::default(), &svc).await?;
+            if let Ok(mut m) = created.lock() {
+                m.insert(name, Instant::now());
+            }
+            anyhow::Ok(())
+        }
+    });
+    let results: Vec<anyhow::Result<()>> = jobs
+        .buffer_unordered(if rate.is_some() { 64 } else { 32 })
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    let create_seconds = start.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let n = assigned.lock().map(|m| m.len()).unwrap_or(0);
+        if n >= services {
+            break;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("only {n} of {services} Services got an address within 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    watch.abort();
+    let created = created.lock().map(|m| m.clone()).unwrap_or_default();
+    let assigned = assigned.lock().map(|m| m.clone()).unwrap_or_default();
+    let all_assigned_seconds = assigned
+        .values()
+        .max()
+        .map(|t| t.duration_since(start).as_secs_f64())
+        .unwrap_or(0.0);
+    let mut lat: Vec<f64> = created
+        .iter()
+        .filter_map(|(n, c)| {
+            assigned
+                .get(n)
+                .map(|a| a.saturating_duration_since(*c).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Ok(Figures {
+        services,
+        rate,
+        create_seconds,
+        all_assigned_seconds,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        max_ms: lat.last().copied().unwrap_or(0.0),
+        controller_rss_kib: 0,
+        controller_peak_rss_kib: 0,
+    })
+}
