@@ -140,6 +140,15 @@ impl<K: kube::Resource + Clone> Mirror<K> {
     }
 }
 
+/// Drops what the controller never reads from a cached Service: managed fields and kubectl's
+/// last-applied copy of the whole object are most of its size (kube-rs' advice for reflectors).
+fn slim(svc: &mut Service) {
+    svc.metadata.managed_fields = None;
+    if let Some(a) = svc.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 /// Settings of the loop.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -174,6 +183,7 @@ pub async fn run(
     let cfg = watcher::Config::default();
     let services = watcher::watcher(Api::<Service>::all(client.clone()), cfg.clone())
         .default_backoff()
+        .modify(slim)
         .map(|r| r.map(Input::Service));
     let pools = watcher::watcher(Api::<IPAddressPool>::all(client.clone()), cfg.clone())
         .default_backoff()

@@ -132,7 +132,7 @@ async fn measure(env: &KubeEnv, services: usize, rate: Option<u32>) -> anyhow::R
             let name = format!("svc-{i:05}");
             let svc: Service = serde_json::from_value(serde_json::json!({
                 "metadata": {"name": name},
-                "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv6"],
+                "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv6"], "allocateLoadBalancerNodePorts": false,
                          "selector": {"app": "bench"}, "ports": [{"port": 80, "protocol": "TCP"}]}
             }))?;
             api.create(&PostParams::default(), &svc).await?;

@@ -75,8 +75,6 @@ pub fn start_controller(
         &kc,
         "--identity",
         &opts.identity,
-        "--metrics-bind-address",
-        "127.0.0.1:0",
         "--lease-duration",
         "4",
         "--renew-deadline",
@@ -84,6 +82,13 @@ pub fn start_controller(
         "--retry-period",
         "1",
     ];
+    if !opts
+        .extra_args
+        .iter()
+        .any(|a| a == "--metrics-bind-address")
+    {
+        argv.extend(["--metrics-bind-address", "127.0.0.1:0"]);
+    }
     if !opts.extra_args.iter().any(|a| a == "--log-level") {
         argv.extend(["--log-level", "info,ferrolb_controller=debug"]);
     }
@@ -181,4 +186,14 @@ pub fn service_yaml(
     format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n{ann}spec:\n  type: LoadBalancer\n  selector: {{app: {name}}}\n  ports:\n  - {{name: p, port: {port}, protocol: TCP}}\n{extra_spec}---\n"
     )
+}
+
+/// `GET path` over plain HTTP/1.0 from inside `port`'s namespace (bash's /dev/tcp, no extra tool):
+/// the response, headers included.
+pub fn http_get(lab: &Lab, port: Port, addr: &str, path: &str) -> anyhow::Result<String> {
+    let (host, p) = addr.rsplit_once(':').context("address without port")?;
+    let script = format!(
+        "exec 3<>/dev/tcp/{host}/{p}; printf 'GET {path} HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3; cat <&3"
+    );
+    lab.exec(port, &["timeout", "5", "bash", "-c", &script])
 }

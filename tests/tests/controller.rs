@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use ferrolb_lab::daemons::{
-    ControllerOptions, apply, install, service_yaml, start_controller, wait_event, wait_ingress,
+    ControllerOptions, apply, http_get, install, service_yaml, start_controller, wait_event,
+    wait_ingress,
 };
-use ferrolb_lab::{KubeEnv, Lab, LabConfig, cmd};
+use ferrolb_lab::{KubeEnv, Lab, LabConfig, Port, cmd};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -38,7 +39,11 @@ fn allocates_reports_and_refuses_bad_input_without_side_effects() {
     .unwrap();
     let env = KubeEnv::start(&lab).unwrap();
     install(&env).unwrap();
-    let _controller = start_controller(&lab, &env, &ControllerOptions::default()).unwrap();
+    let opts = ControllerOptions {
+        extra_args: vec!["--metrics-bind-address".into(), "127.0.0.1:7472".into()],
+        ..Default::default()
+    };
+    let _controller = start_controller(&lab, &env, &opts).unwrap();
     apply(&env, &lab, POOL).unwrap();
 
     // A Service gets the lowest address, the pool annotation and an Event.
@@ -312,6 +317,25 @@ fn allocates_reports_and_refuses_bad_input_without_side_effects() {
             want,
             "{name}"
         );
+    }
+
+    // Health, readiness and metrics: per-pool totals and use per family, latency, errors.
+    let health = http_get(&lab, Port::Api, "127.0.0.1:7472", "/healthz").unwrap();
+    assert!(
+        health.starts_with("HTTP/1.0 200") && health.ends_with("ok"),
+        "{health}"
+    );
+    let ready = http_get(&lab, Port::Api, "127.0.0.1:7472", "/readyz").unwrap();
+    assert!(ready.starts_with("HTTP/1.0 200"), "{ready}");
+    let metrics = http_get(&lab, Port::Api, "127.0.0.1:7472", "/metrics").unwrap();
+    for line in [
+        "ferrolb_controller_pool_addresses{pool=\"lab\",family=\"IPv4\"} 16.0",
+        "ferrolb_controller_pool_addresses_in_use{pool=\"v4only\",family=\"IPv4\"} 1.0",
+        "ferrolb_controller_leader 1",
+        "ferrolb_controller_allocation_errors_total{reason=\"Exhausted\"}",
+        "ferrolb_controller_allocation_seconds_count",
+    ] {
+        assert!(metrics.contains(line), "/metrics lacks {line}:\n{metrics}");
     }
 
     // Fixing a bad Service gives it an address; deleting one frees its address for the next.

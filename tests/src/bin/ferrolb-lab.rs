@@ -119,11 +119,47 @@ fn up(nodes: usize, api: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let env = KubeEnv::start(&lab)?;
-    let deploy = ferrolb_lab::workspace_root().join("deploy");
-    println!("kubectl apply -k {}", deploy.display());
+    let root = ferrolb_lab::workspace_root();
+    println!("==> kubectl apply -k deploy/");
     print!(
         "{}",
-        env.kubectl(&["apply", "-k", &deploy.to_string_lossy()])?
+        env.kubectl(&["apply", "-k", &root.join("deploy").to_string_lossy()])?
+    );
+    env.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "--all",
+    ])?;
+    println!(
+        "==> ferrolb-controller starts (as service account ferrolb-system/ferrolb-controller, inside the lab)"
+    );
+    let controller = ferrolb_lab::daemons::start_controller(&lab, &env, &Default::default())?;
+    println!("==> kubectl apply -f deploy/samples/pool.yaml -f deploy/samples/service.yaml");
+    print!(
+        "{}",
+        env.kubectl(&[
+            "apply",
+            "-f",
+            &root.join("deploy/samples/pool.yaml").to_string_lossy(),
+            "-f",
+            &root.join("deploy/samples/service.yaml").to_string_lossy()
+        ])?
+    );
+    ferrolb_lab::daemons::wait_ingress(&env, "default", "web", 1, Duration::from_secs(60))?;
+    println!("==> kubectl get service web; kubectl get ipaddresspools");
+    print!("{}", env.kubectl(&["get", "service", "web"])?);
+    print!("{}", env.kubectl(&["get", "ipaddresspools"])?);
+    println!("==> kubectl get events --field-selector involvedObject.name=web");
+    print!(
+        "{}",
+        env.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=web"
+        ])?
     );
     println!();
     println!(
@@ -134,12 +170,13 @@ fn up(nodes: usize, api: bool) -> anyhow::Result<()> {
     );
     println!();
     println!("  export KUBECONFIG={}", env.kubeconfig().display());
-    println!("  kubectl get namespaces");
-    println!("  kubectl get ipaddresspools");
+    println!("  kubectl get services,ipaddresspools");
+    println!("controller log: {}", controller.log_path().display());
     println!();
     print_namespaces(&lab);
     wait_for_signal()?;
     println!("tearing down");
+    drop(controller);
     drop(env);
     drop(lab);
     Ok(())
