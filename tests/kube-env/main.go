@@ -70,8 +70,12 @@ func run(o options) error {
 		return err
 	}
 	pki := filepath.Join(o.dataDir, "pki")
-	if err := writePKI(pki, o); err != nil {
-		return fmt.Errorf("generating certificates: %w", err)
+	// A restart on the same data directory (an API-server outage in a test) keeps the CA and the
+	// service-account key, so existing kubeconfigs and tokens stay valid, as on a real cluster.
+	if _, err := os.Stat(filepath.Join(pki, "sa.key")); err != nil {
+		if err := writePKI(pki, o); err != nil {
+			return fmt.Errorf("generating certificates: %w", err)
+		}
 	}
 	tokens := filepath.Join(pki, "tokens.csv")
 	line := fmt.Sprintf("%s,admin,admin-uid,\"system:masters\"\n", o.token)

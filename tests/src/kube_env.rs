@@ -26,6 +26,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug)]
 pub struct KubeEnv {
     child: Option<LabChild>,
+    /// How the API server was started, to start it again after [`KubeEnv::stop`].
+    argv: Vec<String>,
     forwarder: Forwarder,
     dir: PathBuf,
     token: String,
@@ -44,29 +46,31 @@ impl KubeEnv {
         let bind = API_V4.to_string();
         let san = API_V6.to_string();
         let port = API_PORT.to_string();
-        let child = lab.spawn(
-            Port::Api,
-            "kube-apiserver",
-            &[
-                &bin,
-                "--data-dir",
-                &data,
-                "--bind",
-                &bind,
-                "--port",
-                &port,
-                "--san",
-                &san,
-                "--token",
-                &token,
-            ],
-        )?;
+        let argv: Vec<String> = [
+            &bin,
+            "--data-dir",
+            &data,
+            "--bind",
+            &bind,
+            "--port",
+            &port,
+            "--san",
+            &san,
+            "--token",
+            &token,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let child = lab.spawn(Port::Api, "kube-apiserver", &refs)?;
         let forwarder = Forwarder::start(
             &lab.netns(Port::Api),
             SocketAddr::new(API_V4.into(), API_PORT),
         )?;
         let mut env = KubeEnv {
             child: Some(child),
+            argv,
             forwarder,
             dir,
             token,
@@ -157,6 +161,17 @@ impl KubeEnv {
             c.terminate(Duration::from_secs(10))?;
         }
         Ok(())
+    }
+
+    /// Starts the API server again on the same data (etcd, certificates, keys) after
+    /// [`KubeEnv::stop`], and waits until it is ready.
+    pub fn restart(&mut self, lab: &Lab) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("the API server is running");
+        }
+        let refs: Vec<&str> = self.argv.iter().map(String::as_str).collect();
+        self.child = Some(lab.spawn(Port::Api, "kube-apiserver", &refs)?);
+        self.wait_ready()
     }
 
     fn wait_ready(&mut self) -> anyhow::Result<()> {

@@ -206,3 +206,73 @@ fn a_shrunk_pool_rehomes_exactly_the_services_outside_it() {
         );
     }
 }
+
+#[test]
+fn an_api_server_outage_changes_no_address() {
+    let lab = Lab::new(LabConfig {
+        nodes: 0,
+        backends: false,
+    })
+    .unwrap();
+    let mut env = KubeEnv::start(&lab).unwrap();
+    install(&env).unwrap();
+    apply(&env, &lab, "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: p\nspec:\n  addresses: [\"192.0.2.64/28\"]\n").unwrap();
+    let mut c = start_controller(&lab, &env, &ControllerOptions::default()).unwrap();
+    let mut before = BTreeMap::new();
+    for i in 0..4 {
+        let name = format!("o{i}");
+        apply(&env, &lab, &service_yaml(&name, &[], "", 80)).unwrap();
+        before.insert(
+            name.clone(),
+            wait_ingress(&env, "default", &name, 1, Duration::from_secs(30)).unwrap(),
+        );
+    }
+    // A Service deleted just before the outage frees an address the others must not take over.
+    env.kubectl(&["-n", "default", "delete", "svc", "o1"])
+        .unwrap();
+    before.remove("o1");
+    std::thread::sleep(Duration::from_secs(1));
+
+    env.stop().unwrap();
+    // Without the API server the leader cannot renew its lease: after the renew deadline (3 s) it
+    // stops writing and exits, as a pod would be restarted by its Deployment.
+    let status = c
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap()
+        .expect("the controller should stop once its lease cannot be renewed");
+    assert!(!status.success());
+    assert!(
+        c.log_text().contains("lost the leader lease"),
+        "{}",
+        c.log_text()
+    );
+
+    env.restart(&lab).unwrap();
+    let _c2 = start_controller(
+        &lab,
+        &env,
+        &ControllerOptions {
+            identity: "controller-b".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    apply(&env, &lab, &service_yaml("after", &[], "", 80)).unwrap();
+    let after = wait_ingress(&env, "default", "after", 1, Duration::from_secs(60)).unwrap();
+    // The freed address (lowest free: o1's) is reused; nothing that was assigned moved.
+    assert_eq!(after, vec!["192.0.2.65".to_string()]);
+    for (name, ips) in &before {
+        let now = env
+            .kubectl(&[
+                "-n",
+                "default",
+                "get",
+                "svc",
+                name,
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[*].ip}",
+            ])
+            .unwrap();
+        assert_eq!(&now, &ips.join(" "), "{name} changed across the outage");
+    }
+}
