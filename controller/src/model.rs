@@ -178,3 +178,144 @@ pub fn want(
         sharing,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolb_config::pool::parse_pool;
+    use ferrolb_crds::{IPAddressPool, IPAddressPoolSpec, pool::ServiceAllocation};
+    use serde_json::json;
+
+    fn svc(v: serde_json::Value) -> Service {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn pools() -> Pools {
+        let mk = |name: &str, addrs: &[&str], sa: Option<ServiceAllocation>| {
+            let p = IPAddressPool::new(
+                name,
+                IPAddressPoolSpec {
+                    addresses: addrs.iter().map(|s| s.to_string()).collect(),
+                    auto_assign: true,
+                    avoid_buggy_ips: false,
+                    service_allocation: sa,
+                },
+            );
+            let v = parse_pool(&p, 0).unwrap();
+            (v.spec.name().clone(), v)
+        };
+        let team = ServiceAllocation {
+            namespaces: vec!["team-a".into()],
+            ..Default::default()
+        };
+        [
+            mk("all", &["192.0.2.64/28"], None),
+            mk("team", &["192.0.2.80/28"], Some(team)),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    fn lb(extra: serde_json::Value) -> serde_json::Value {
+        let mut spec = json!({"type": "LoadBalancer", "selector": {"app": "x", "tier": "web"}, "ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}]});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        spec
+    }
+
+    #[test]
+    fn class_and_type_decide_ownership() {
+        let none = BTreeMap::new();
+        let ours =
+            svc(json!({"metadata": {"name": "a", "namespace": "default"}, "spec": lb(json!({}))}));
+        assert!(matches!(
+            want(&ours, None, &pools(), &none),
+            Want::Allocate(_)
+        ));
+        let classed = svc(
+            json!({"metadata": {"name": "a", "namespace": "default"}, "spec": lb(json!({"loadBalancerClass": "ferrolb.io/l2"}))}),
+        );
+        assert!(matches!(
+            want(&classed, None, &pools(), &none),
+            Want::Nothing
+        ));
+        assert!(matches!(
+            want(&classed, Some("ferrolb.io/l2"), &pools(), &none),
+            Want::Allocate(_)
+        ));
+        let cluster_ip = svc(
+            json!({"metadata": {"name": "a", "namespace": "default"}, "spec": {"type": "ClusterIP"}}),
+        );
+        assert!(matches!(
+            want(&cluster_ip, None, &pools(), &none),
+            Want::Nothing
+        ));
+    }
+
+    #[test]
+    fn request_follows_families_pools_and_sharing() {
+        let none = BTreeMap::new();
+        let s = svc(json!({
+            "metadata": {"name": "a", "namespace": "team-a", "annotations": {"ferrolb.io/allow-shared-ip": "k"}},
+            "spec": lb(json!({"ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv6", "IPv4"], "externalTrafficPolicy": "Local"}))
+        }));
+        let Want::Allocate(req) = want(&s, None, &pools(), &none) else {
+            panic!("not allocated")
+        };
+        assert_eq!(req.service.as_str(), "team-a/a");
+        assert_eq!(
+            req.policy,
+            FamilyPolicy::PreferDualStack {
+                primary: Family::V6
+            }
+        );
+        let PoolChoice::Auto { eligible: Some(e) } = &req.pool else {
+            panic!("{:?}", req.pool)
+        };
+        assert_eq!(
+            e.iter().map(PoolName::as_str).collect::<Vec<_>>(),
+            vec!["all", "team"]
+        );
+        let sharing = req.sharing.unwrap();
+        assert_eq!(sharing.key(), "k");
+        assert_eq!(
+            sharing.backend(),
+            "app=x,tier=web",
+            "Local Services share only with the same selector"
+        );
+        assert!(
+            sharing.ports().contains(&(Protocol::Udp, 53))
+                && sharing.ports().contains(&(Protocol::Tcp, 80))
+        );
+
+        // Elsewhere the restricted pool is not eligible, and naming it is refused with a reason.
+        let other =
+            svc(json!({"metadata": {"name": "b", "namespace": "default"}, "spec": lb(json!({}))}));
+        let Want::Allocate(req) = want(&other, None, &pools(), &none) else {
+            panic!()
+        };
+        let PoolChoice::Auto { eligible: Some(e) } = &req.pool else {
+            panic!()
+        };
+        assert_eq!(e.len(), 1);
+        let named = svc(
+            json!({"metadata": {"name": "b", "namespace": "default", "annotations": {"ferrolb.io/address-pool": "team"}}, "spec": lb(json!({}))}),
+        );
+        let Want::Invalid(msg) = want(&named, None, &pools(), &none) else {
+            panic!()
+        };
+        assert!(
+            msg.contains("\"team\" does not serve this Service"),
+            "{msg}"
+        );
+        // Cluster traffic policy: no backend constraint on sharing.
+        let cluster = svc(
+            json!({"metadata": {"name": "c", "namespace": "default", "annotations": {"ferrolb.io/allow-shared-ip": "k"}}, "spec": lb(json!({}))}),
+        );
+        let Want::Allocate(req) = want(&cluster, None, &pools(), &none) else {
+            panic!()
+        };
+        assert_eq!(req.sharing.unwrap().backend(), "");
+    }
+}
