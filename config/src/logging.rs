@@ -43,8 +43,10 @@ impl LogArgs {
     /// Installs the global `tracing` subscriber that writes to stderr.
     pub fn init(&self) -> Result<(), LoggingError> {
         let filter = self.filter()?;
+        // Colours only on a terminal: `kubectl logs` and log files get plain text.
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr);
         let result = match self.log_format {
             LogFormat::Text => builder.try_init(),

@@ -12,7 +12,7 @@ use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
 
 use crate::daemons::{ControllerOptions, apply, install, start_controller};
-use crate::{KubeEnv, Lab, LabConfig, cmd};
+use crate::{KubeEnv, Lab, LabConfig};
 
 /// Figures of one run.
 #[derive(Debug)]
@@ -54,25 +54,7 @@ pub fn run(services: usize, rate: Option<u32>) -> anyhow::Result<Figures> {
             ..Default::default()
         },
     )?;
-    cmd::wait_for(
-        "controller to lead",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            let h = env
-                .kubectl(&[
-                    "-n",
-                    "ferrolb-system",
-                    "get",
-                    "lease",
-                    "ferrolb-controller",
-                    "-o",
-                    "jsonpath={.spec.holderIdentity}",
-                ])
-                .ok()?;
-            (!h.is_empty()).then_some(())
-        },
-    )?;
+    crate::daemons::wait_leader(&env, None)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

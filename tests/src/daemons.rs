@@ -26,10 +26,10 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Applies `deploy/` (namespace, CRDs, RBAC, workloads) with the real kubectl and waits for the
-/// CRDs to be served.
-pub fn install(env: &KubeEnv) -> anyhow::Result<()> {
+/// CRDs to be served; returns what `kubectl apply` printed.
+pub fn install(env: &KubeEnv) -> anyhow::Result<String> {
     let deploy = crate::workspace_root().join("deploy");
-    env.kubectl(&["apply", "-k", &deploy.to_string_lossy()])?;
+    let out = env.kubectl(&["apply", "-k", &deploy.to_string_lossy()])?;
     env.kubectl(&[
         "wait",
         "--for=condition=Established",
@@ -37,7 +37,34 @@ pub fn install(env: &KubeEnv) -> anyhow::Result<()> {
         "crd",
         "--all",
     ])?;
-    Ok(())
+    Ok(out)
+}
+
+/// Holder of the controller's leader Lease (empty when none).
+pub fn lease_holder(env: &KubeEnv) -> String {
+    env.kubectl(&[
+        "-n",
+        "ferrolb-system",
+        "get",
+        "lease",
+        "ferrolb-controller",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+    .unwrap_or_default()
+}
+
+/// Waits until `identity` (or, with `None`, anyone) holds the controller's leader Lease.
+pub fn wait_leader(env: &KubeEnv, identity: Option<&str>) -> anyhow::Result<String> {
+    cmd::wait_for(
+        "a controller to lead",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let h = lease_holder(env);
+            (!h.is_empty() && identity.is_none_or(|i| i == h)).then_some(h)
+        },
+    )
 }
 
 /// Options of a controller process.

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ferrolb_lab::daemons::{
-    ControllerOptions, apply, install, service_yaml, start_controller, wait_event, wait_ingress,
+    ControllerOptions, apply, install, lease_holder, service_yaml, start_controller, wait_event,
+    wait_ingress, wait_leader,
 };
 use ferrolb_lab::{KubeEnv, Lab, LabConfig, cmd};
 
@@ -20,19 +21,6 @@ fn assignments(env: &KubeEnv) -> BTreeMap<String, String> {
         .filter(|(n, _)| n.starts_with("burst-"))
         .map(|(n, ip)| (n.to_string(), ip.to_string()))
         .collect()
-}
-
-fn lease_holder(env: &KubeEnv) -> String {
-    env.kubectl(&[
-        "-n",
-        "ferrolb-system",
-        "get",
-        "lease",
-        "ferrolb-controller",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ])
-    .unwrap_or_default()
 }
 
 fn burst(range: std::ops::Range<usize>) -> String {
@@ -61,13 +49,7 @@ fn leader_killed_mid_burst_and_restarts_never_change_an_address() {
         },
     )
     .unwrap();
-    cmd::wait_for(
-        "controller-a to lead",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || (lease_holder(&env) == "controller-a").then_some(()),
-    )
-    .unwrap();
+    wait_leader(&env, Some("controller-a")).unwrap();
     let mut b = start_controller(
         &lab,
         &env,

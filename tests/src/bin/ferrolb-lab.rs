@@ -121,17 +121,7 @@ fn up(nodes: usize, api: bool) -> anyhow::Result<()> {
     let env = KubeEnv::start(&lab)?;
     let root = ferrolb_lab::workspace_root();
     println!("==> kubectl apply -k deploy/");
-    print!(
-        "{}",
-        env.kubectl(&["apply", "-k", &root.join("deploy").to_string_lossy()])?
-    );
-    env.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "--all",
-    ])?;
+    print!("{}", ferrolb_lab::daemons::install(&env)?);
     println!(
         "==> ferrolb-controller starts (as service account ferrolb-system/ferrolb-controller, inside the lab)"
     );
