@@ -84,6 +84,12 @@ pub fn parse_intent(
     Ok(intent)
 }
 
+/// Only the sharing key: what a restart needs to rebuild an assignment, even when another
+/// annotation of the Service has become invalid.
+pub fn sharing_key(annotations: &BTreeMap<String, String>) -> Result<Option<String>, IntentError> {
+    Ok(lookup(annotations, ALLOW_SHARED_IP)?.map(|(_, v)| v))
+}
+
 /// The value of annotation `name` in the first form present; an error if forms disagree or the
 /// value is blank.
 fn lookup(

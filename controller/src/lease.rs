@@ -91,12 +91,25 @@ impl Elector {
     }
 
     /// Renews the lease until a renewal cannot succeed within the renew deadline; then returns.
+    ///
+    /// Each renewal is bounded by the time left before the deadline (a hung request must not keep
+    /// a deposed leader writing), and success counts from when the request started, since the
+    /// server stamps `renewTime` no later than that.
     pub async fn hold(&self) {
         let mut last_ok = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(self.config.retry_period).await;
-            match self.try_once().await {
-                Ok(true) => last_ok = tokio::time::Instant::now(),
+            let started = tokio::time::Instant::now();
+            let left = self.config.renew_deadline.saturating_sub(last_ok.elapsed());
+            let attempt = match tokio::time::timeout(left, self.try_once()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    warn!(lease = %self.config.name, "lease renewal did not answer before the renew deadline");
+                    return;
+                }
+            };
+            match attempt {
+                Ok(true) => last_ok = started,
                 Ok(false) => {
                     warn!(lease = %self.config.name, "lease taken by another candidate");
                     return;

@@ -7,7 +7,7 @@ use ferrolb_allocator::{
     Family, FamilyPolicy, PoolChoice, PoolName, Protocol, Request, ServiceKey, Sharing,
 };
 use ferrolb_config::pool::ValidPool;
-use ferrolb_config::service::{ASSIGNED_POOL, parse_intent};
+use ferrolb_config::service::{ASSIGNED_POOL, parse_intent, sharing_key};
 use k8s_openapi::api::core::v1::Service;
 
 /// Valid pools by name.
@@ -64,17 +64,17 @@ pub fn status_pool(svc: &Service) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// The sharing of a Service, if it has a valid sharing key.
+/// The sharing of a Service, if it has a valid sharing key (other annotations are not read: an
+/// invalid one elsewhere must not make a restored Service lose its sharing).
 pub fn sharing(svc: &Service) -> Option<Sharing> {
-    let intent = parse_intent(
+    let key = sharing_key(
         svc.metadata
             .annotations
             .as_ref()
             .unwrap_or(&BTreeMap::new()),
-        None,
     )
-    .ok()?;
-    sharing_of(svc, intent.sharing_key?).ok()
+    .ok()??;
+    sharing_of(svc, key).ok()
 }
 
 fn sharing_of(svc: &Service, key: String) -> Result<Sharing, String> {

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferrolb_allocator::{Allocator, Family, PoolName, PoolsReport, ServiceKey};
 use ferrolb_config::pool::{FieldError, parse_pool, ranks};
@@ -35,6 +35,8 @@ use crate::status::Writer;
 
 /// Most watch events handled before the dirty Services are reconciled.
 const BATCH: usize = 2000;
+/// How soon left-over work (failed writes, Services waiting for an address) is retried.
+const RETRY: Duration = Duration::from_secs(1);
 /// Service writes in flight at once (each is two requests, plus an Event).
 const WRITES_IN_FLIGHT: usize = 32;
 
@@ -171,6 +173,10 @@ struct State {
     dirty: BTreeMap<String, Instant>,
     pools_dirty: bool,
     last_event: BTreeMap<String, String>,
+    /// Services whose allocation failed; retried whenever an address is freed.
+    waiting: BTreeSet<String>,
+    /// An address was freed in this pass.
+    freed: bool,
 }
 
 /// Runs until the watches end (they do not, short of the process ending).
@@ -207,10 +213,27 @@ pub async fn run(
         dirty: BTreeMap::new(),
         pools_dirty: false,
         last_event: BTreeMap::new(),
+        waiting: BTreeSet::new(),
+        freed: false,
     };
-    while let Some(first) = inputs.next().await {
-        // Take what is already waiting too, so a burst is reconciled in one pass.
-        let mut batch = vec![first];
+    loop {
+        // With work left over (a failed write, a Service waiting for a free address), wake up
+        // after RETRY even if no watch event comes: the watcher has no periodic resync.
+        let pending = !st.dirty.is_empty() || st.pools_dirty;
+        let first = if pending {
+            match tokio::time::timeout(RETRY, inputs.next()).await {
+                Ok(Some(x)) => Some(x),
+                Ok(None) => break,
+                // Timed out: a retry pass with no new input.
+                Err(_) => None,
+            }
+        } else {
+            match inputs.next().await {
+                Some(x) => Some(x),
+                None => break,
+            }
+        };
+        let mut batch: Vec<_> = first.into_iter().collect();
         while batch.len() < BATCH {
             match inputs.next().now_or_never() {
                 Some(Some(x)) => batch.push(x),
@@ -277,7 +300,9 @@ impl State {
     /// Re-reads every pool into the allocator; every Service may be affected.
     fn load_pools(&mut self) {
         let ranks = ranks(self.pools.objects.values());
-        self.valid.clear();
+        // A pool that becomes invalid keeps serving with its last valid spec: a typo in one
+        // range must not take every address of the pool away from its Services.
+        let mut previous = std::mem::take(&mut self.valid);
         self.invalid.clear();
         for (name, obj) in &self.pools.objects {
             match parse_pool(obj, ranks.get(name).copied().unwrap_or(u64::MAX)) {
@@ -285,7 +310,11 @@ impl State {
                     self.valid.insert(p.spec.name().clone(), p);
                 }
                 Err(errors) => {
-                    warn!(pool = %name, errors = %join(&errors), "invalid IPAddressPool: not used");
+                    let kept = previous.remove(&PoolName::new(name.clone()));
+                    warn!(pool = %name, errors = %join(&errors), last_valid_kept = kept.is_some(), "invalid IPAddressPool");
+                    if let Some(p) = kept {
+                        self.valid.insert(p.spec.name().clone(), p);
+                    }
                     self.invalid.insert(name.clone(), errors);
                 }
             }
@@ -377,6 +406,12 @@ impl State {
                 }
             }
         }
+        if std::mem::take(&mut self.freed) {
+            let now = Instant::now();
+            for k in &self.waiting {
+                self.dirty.entry(k.clone()).or_insert(now);
+            }
+        }
         if self.pools_dirty {
             self.pools_dirty = false;
             self.write_pools().await;
@@ -391,7 +426,9 @@ impl State {
             if !released.is_empty() {
                 info!(service = %k, ?released, "Service deleted: addresses released");
                 self.pools_dirty = true;
+                self.freed = true;
             }
+            self.waiting.remove(k);
             self.last_event.remove(k);
             return None;
         };
@@ -417,19 +454,22 @@ impl State {
             &ns_labels,
         ) {
             Want::Nothing => {
+                self.waiting.remove(k);
                 let released = self.allocator.release(&key);
-                if released.is_empty() {
-                    return None;
+                if !released.is_empty() {
+                    self.pools_dirty = true;
+                    self.freed = true;
+                    let note = format!(
+                        "released {} (no longer a LoadBalancer Service of this class)",
+                        list(&released)
+                    );
+                    action.event = self.event(k, EventType::Normal, "IPReleased", note);
                 }
-                self.pools_dirty = true;
+                // Decided from what the Service shows, not from what was just released, so a
+                // failed clearing write is retried.
                 if model::status_pool(&svc).is_some() {
                     action.write = Some((Vec::new(), None));
                 }
-                let note = format!(
-                    "released {} (no longer a LoadBalancer Service of this class)",
-                    list(&released)
-                );
-                action.event = self.event(k, EventType::Normal, "IPReleased", note);
             }
             Want::Invalid(msg) => {
                 self.metrics
@@ -442,6 +482,10 @@ impl State {
             }
             Want::Allocate(req) => match self.allocator.assign(&req) {
                 Ok(alloc) => {
+                    self.waiting.remove(k);
+                    if alloc.moved.is_some() {
+                        self.freed = true;
+                    }
                     let ips: Vec<IpAddr> = alloc.ips().collect();
                     let pools: BTreeSet<&PoolName> = [alloc.v4.as_ref(), alloc.v6.as_ref()]
                         .into_iter()
@@ -490,9 +534,12 @@ impl State {
                             .flatten()
                             .any(|x| x.pool.is_none())
                     });
+                    debug!(service = %k, error = %e, "allocation failed; waiting for a free address");
+                    self.waiting.insert(k.to_string());
                     if stranded {
                         let released = self.allocator.release(&key);
                         self.pools_dirty = true;
+                        self.freed = true;
                         action.write = Some((Vec::new(), None));
                         let note = format!(
                             "released {}: it left every address pool and no other address is available ({e})",
@@ -502,6 +549,14 @@ impl State {
                     } else {
                         action.event =
                             self.event(k, EventType::Warning, "AllocationFailed", e.to_string());
+                        // The status shows addresses the allocator does not give this Service
+                        // (a restore it lost, or a clearing write that failed): clear them, as
+                        // another Service may get them.
+                        if self.allocator.allocation(&key).is_none()
+                            && model::status_pool(&svc).is_some()
+                        {
+                            action.write = Some((Vec::new(), None));
+                        }
                     }
                 }
             },
@@ -553,7 +608,11 @@ impl State {
             ..Default::default()
         };
         let mut conds = Vec::new();
-        if let Some(errors) = self.invalid.get(&name) {
+        let pool = PoolName::new(name.clone());
+        let errors = self.invalid.get(&name);
+        if let Some(errors) = errors
+            && !self.valid.contains_key(&pool)
+        {
             conds.push(("Invalid", true, "InvalidSpec", join(errors)));
             conds.push((
                 "Ready",
@@ -562,7 +621,6 @@ impl State {
                 "the pool is not used until its spec is fixed".to_string(),
             ));
         } else {
-            let pool = PoolName::new(name.clone());
             let stats = self.allocator.pool_stats(&pool).unwrap_or_default();
             for (family, fs) in [(Family::V4, stats.v4), (Family::V6, stats.v6)] {
                 let labels = PoolLabels {
@@ -584,7 +642,18 @@ impl State {
             status.available_ipv6 = Some(stats.v6.available.to_string());
             status.assigned = Some(sum(stats.v4.assigned, stats.v6.assigned));
             status.available = Some(sum(stats.v4.available, stats.v6.available));
-            conds.push(("Invalid", false, "Valid", "the spec is valid".into()));
+            match errors {
+                Some(errors) => conds.push((
+                    "Invalid",
+                    true,
+                    "InvalidSpec",
+                    format!(
+                        "{}; the pool keeps serving with its last valid spec until this is fixed",
+                        join(errors)
+                    ),
+                )),
+                None => conds.push(("Invalid", false, "Valid", "the spec is valid".into())),
+            }
             match self.report.overlaps.get(&pool) {
                 Some(o) if !o.is_empty() => {
                     let what = o

@@ -30,7 +30,9 @@ pub struct Figures {
 
 /// Runs the benchmark: `services` creations at `rate` per second (`None`: as fast as 32
 /// concurrent requests go).
-pub fn run(services: usize, rate: Option<u32>) -> anyhow::Result<Figures> {
+/// With `controller` false, no controller runs: the figures are those of the API server alone
+/// accepting the creations (the floor under any controller's "all assigned" time).
+pub fn run(services: usize, rate: Option<u32>, controller: bool) -> anyhow::Result<Figures> {
     let lab = Lab::new(LabConfig {
         nodes: 0,
         backends: false,
@@ -43,6 +45,13 @@ pub fn run(services: usize, rate: Option<u32>) -> anyhow::Result<Figures> {
         &lab,
         "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: bench\nspec:\n  addresses: [\"2001:db8:3::/64\"]\n",
     )?;
+    if !controller {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        return rt.block_on(measure(&env, services, rate, false));
+    }
     let controller = start_controller(
         &lab,
         &env,
@@ -59,7 +68,7 @@ pub fn run(services: usize, rate: Option<u32>) -> anyhow::Result<Figures> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let mut figures = rt.block_on(measure(&env, services, rate))?;
+    let mut figures = rt.block_on(measure(&env, services, rate, true))?;
     let status = std::fs::read_to_string(format!("/proc/{}/status", controller.pid()))?;
     let field = |name: &str| -> u64 {
         status
@@ -73,7 +82,12 @@ pub fn run(services: usize, rate: Option<u32>) -> anyhow::Result<Figures> {
     Ok(figures)
 }
 
-async fn measure(env: &KubeEnv, services: usize, rate: Option<u32>) -> anyhow::Result<Figures> {
+async fn measure(
+    env: &KubeEnv,
+    services: usize,
+    rate: Option<u32>,
+    wait_assigned: bool,
+) -> anyhow::Result<Figures> {
     let client = env.client().await?;
     let api: Api<Service> = Api::namespaced(client, "bench");
     let assigned: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
@@ -133,15 +147,17 @@ async fn measure(env: &KubeEnv, services: usize, rate: Option<u32>) -> anyhow::R
     }
     let create_seconds = start.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let n = assigned.lock().map(|m| m.len()).unwrap_or(0);
-        if n >= services {
-            break;
+    if wait_assigned {
+        loop {
+            let n = assigned.lock().map(|m| m.len()).unwrap_or(0);
+            if n >= services {
+                break;
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("only {n} of {services} Services got an address within 600 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if Instant::now() > deadline {
-            anyhow::bail!("only {n} of {services} Services got an address within 600 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     watch.abort();
     let created = created.lock().map(|m| m.clone()).unwrap_or_default();

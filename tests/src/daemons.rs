@@ -9,20 +9,21 @@ use crate::netns::{Lab, Port};
 use crate::process::LabChild;
 use crate::{KubeEnv, cmd};
 
-/// Path of a workspace binary (`ferrolb-controller`, `ferrolb-speaker`), built if missing.
+/// Path of a workspace binary (`ferrolb-controller`, `ferrolb-speaker`), built first: a test of
+/// this package must not run a stale daemon (`cargo test -p ferrolb-lab` does not rebuild other
+/// packages' binaries). A no-op build takes a fraction of a second.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
-    let path = crate::target_dir().join("debug").join(name);
-    if !path.exists() {
-        let status = std::process::Command::new("cargo")
-            .args(["build", "--bin", name])
-            .current_dir(crate::workspace_root())
-            .status()
-            .context("running cargo build")?;
-        if !status.success() {
-            bail!("cargo build --bin {name} failed");
-        }
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let status = std::process::Command::new("cargo")
+        .args(["build", "-q", "--bin", name])
+        .current_dir(crate::workspace_root())
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --bin {name} failed");
     }
-    Ok(path)
+    Ok(crate::target_dir().join("debug").join(name))
 }
 
 /// Applies `deploy/` (namespace, CRDs, RBAC, workloads) with the real kubectl and waits for the

@@ -300,6 +300,31 @@ fn allocates_reports_and_refuses_bad_input_without_side_effects() {
         "{msg}"
     );
 
+    // Breaking a pool that Services use (a reversed range added by mistake) reports Invalid and
+    // keeps serving with the last valid spec: nobody loses an address.
+    let broken = POOL.replace(
+        "[\"192.0.2.64/28\", ",
+        "[\"192.0.2.64/28\", \"192.0.2.99-192.0.2.98\", ",
+    );
+    assert_ne!(broken, POOL);
+    apply(&env, &lab, &broken).unwrap();
+    wait_jsonpath(
+        &env,
+        &["get", "ipp", "lab"],
+        "{.status.conditions[?(@.type==\"Invalid\")].status}",
+        "True",
+    );
+    let msg = jsonpath(
+        &env,
+        &["get", "ipp", "lab"],
+        "{.status.conditions[?(@.type==\"Invalid\")].message}",
+    );
+    assert!(
+        msg.contains("spec.addresses[1]") && msg.contains("last valid spec"),
+        "{msg}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+
     // None of that moved anything.
     for (name, want) in [
         ("web", "192.0.2.64"),
@@ -337,6 +362,23 @@ fn allocates_reports_and_refuses_bad_input_without_side_effects() {
     ] {
         assert!(metrics.contains(line), "/metrics lacks {line}:\n{metrics}");
     }
+
+    // The pool is fixed again.
+    apply(&env, &lab, POOL).unwrap();
+    wait_jsonpath(
+        &env,
+        &["get", "ipp", "lab"],
+        "{.status.conditions[?(@.type==\"Invalid\")].status}",
+        "False",
+    );
+    // A Service waiting for an exhausted pool gets the address as soon as it is freed, without
+    // anything else touching it.
+    env.kubectl(&["-n", "default", "delete", "svc", "tiny-a"])
+        .unwrap();
+    assert_eq!(
+        wait_ingress(&env, "default", "tiny-b", 1, T).unwrap(),
+        vec!["192.0.2.90"]
+    );
 
     // Fixing a bad Service gives it an address; deleting one frees its address for the next.
     apply(&env, &lab, &service_yaml("outside", &[], "", 80)).unwrap();

@@ -41,6 +41,9 @@ enum Command {
         /// Creations per second; without it, as fast as 32 concurrent requests go.
         #[arg(long)]
         rate: Option<u32>,
+        /// Run no controller: measure only the API server accepting the creations.
+        #[arg(long)]
+        no_controller: bool,
     },
     /// Remove every lab namespace and run directory on this machine (also those of live runs).
     Clean,
@@ -67,8 +70,19 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up { nodes, no_api } => up(nodes, !no_api),
-        Command::BenchController { services, rate } => {
-            let f = ferrolb_lab::bench::run(services, rate)?;
+        Command::BenchController {
+            services,
+            rate,
+            no_controller,
+        } => {
+            let f = ferrolb_lab::bench::run(services, rate, !no_controller)?;
+            if no_controller {
+                println!(
+                    "API server alone: {} Services created in {:.1} s",
+                    f.services, f.create_seconds
+                );
+                return Ok(());
+            }
             let rate = f.rate.map_or("max".to_string(), |r| format!("{r}/s"));
             println!(
                 "controller: {} Services created at {rate} in {:.1} s; all assigned {:.1} s after the first creation; creation->address p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; controller RSS {} KiB (peak {} KiB)",
