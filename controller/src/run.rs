@@ -434,12 +434,15 @@ impl State {
         };
         let key = model::key(&svc);
         let ns = svc.metadata.namespace.clone().unwrap_or_default();
-        let ns_labels = self
-            .namespaces
-            .objects
-            .get(&ns)
-            .and_then(|n| n.metadata.labels.clone())
-            .unwrap_or_default();
+        // A Service can be seen before its (new) Namespace: deciding without the Namespace's
+        // labels could pick a pool its selectors exclude and move the address a moment later.
+        // Wait for the Namespace (retried every RETRY).
+        let Some(namespace) = self.namespaces.objects.get(&ns) else {
+            debug!(service = %k, namespace = %ns, "Namespace not seen yet; waiting");
+            self.dirty.insert(k.to_string(), since);
+            return None;
+        };
+        let ns_labels = namespace.metadata.labels.clone().unwrap_or_default();
         let mut action = Action {
             key: k.to_string(),
             svc: svc.clone(),
@@ -507,7 +510,8 @@ impl State {
                             "IPReassigned",
                             format!("now {} from pool {pool}: {moved}", list(&ips)),
                         ))
-                    } else if before.is_empty() {
+                    } else if before != ips {
+                        // A first address, or one more family (PreferDualStack).
                         Some((
                             EventType::Normal,
                             "IPAllocated",
