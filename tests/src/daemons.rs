@@ -9,21 +9,44 @@ use crate::netns::{Lab, Port};
 use crate::process::LabChild;
 use crate::{KubeEnv, cmd};
 
-/// Path of a workspace binary (`ferrolb-controller`, `ferrolb-speaker`), built first: a test of
-/// this package must not run a stale daemon (`cargo test -p ferrolb-lab` does not rebuild other
-/// packages' binaries). A no-op build takes a fraction of a second.
+/// Path of a workspace binary (`ferrolb-controller`, `ferrolb-speaker`), rebuilt when any source
+/// of the daemons is newer: `cargo test -p ferrolb-lab` does not rebuild other packages' binaries,
+/// and a test must not run a stale daemon. (Not unconditionally: `cargo build --bin` resolves
+/// features differently from `cargo test --workspace` and would relink dependencies every time.)
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let status = std::process::Command::new("cargo")
-        .args(["build", "-q", "--bin", name])
-        .current_dir(crate::workspace_root())
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build --bin {name} failed");
+    let path = crate::target_dir().join("debug").join(name);
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let root = crate::workspace_root();
+    let newest = ["controller", "speaker", "config", "crds", "Cargo.lock"]
+        .iter()
+        .filter_map(|d| newest_mtime(&root.join(d)))
+        .max();
+    if built.is_none() || newest > built {
+        let status = std::process::Command::new("cargo")
+            .args(["build", "-q", "--bin", name])
+            .current_dir(&root)
+            .status()
+            .context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build --bin {name} failed");
+        }
     }
-    Ok(crate::target_dir().join("debug").join(name))
+    Ok(path)
+}
+
+/// Newest modification time of a file or of anything below a directory.
+fn newest_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .filter_map(|e| newest_mtime(&e.path()))
+        .max()
 }
 
 /// Applies `deploy/` (namespace, CRDs, RBAC, workloads) with the real kubectl and waits for the
