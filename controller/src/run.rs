@@ -400,7 +400,7 @@ impl State {
                         .allocation_seconds
                         .observe(a.since.elapsed().as_secs_f64());
                 } else {
-                    // Retried at the next pass (the next watch event, at the latest the resync).
+                    // Retried at the next pass: the next watch event, or after RETRY.
                     self.dirty.insert(a.key.clone(), a.since);
                     self.last_event.remove(&a.key);
                 }

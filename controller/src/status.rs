@@ -1,6 +1,7 @@
 //! Writes the controller's facts to the API: the Service's `status.loadBalancer.ingress`, the
-//! annotation naming the pool, Events, and the pools' status. All writes are server-side apply
-//! with one field manager, so the controller owns exactly the fields it sets and nothing else.
+//! annotation naming the pool, Events, and the pools' status, all under one field manager. The
+//! pool status is a server-side apply; the Service writes, the hot path, are merge patches (see
+//! [`Writer::service`]).
 
 use std::net::IpAddr;
 
