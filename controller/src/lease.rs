@@ -123,6 +123,28 @@ impl Elector {
         }
     }
 
+    /// Gives the lease up if we hold it (on SIGTERM): a standby takes over at its next retry
+    /// instead of waiting a whole lease duration, as client-go's ReleaseOnCancel does.
+    pub async fn release(&self) -> Result<bool, kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.config.name).await? else {
+            return Ok(false);
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(false);
+        };
+        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+            return Ok(false);
+        }
+        spec.holder_identity = None;
+        spec.acquire_time = None;
+        spec.renew_time = None;
+        conflict_is_false(
+            self.api
+                .replace(&self.config.name, &PostParams::default(), &lease)
+                .await,
+        )
+    }
+
     /// One read-decide-write round; `Ok(true)` when we hold the lease afterwards.
     async fn try_once(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();

@@ -134,6 +134,13 @@ async fn main() -> anyhow::Result<()> {
         }
         signal = shutdown.wait() => {
             info!(%signal, "shutting down");
+            // Hand the lease over (bounded: shutting down must not hang on the API server).
+            match tokio::time::timeout(Duration::from_secs(2), elector.release()).await {
+                Ok(Ok(true)) => info!("leader lease released"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => error!(error = %e, "could not release the leader lease"),
+                Err(_) => error!("releasing the leader lease timed out"),
+            }
             Ok(())
         }
     }

@@ -84,7 +84,15 @@ fn leader_killed_mid_burst_and_restarts_never_change_an_address() {
     );
 
     // The standby-turned-leader stops; a new replica takes over and changes nothing.
-    b.terminate(Duration::from_secs(5)).unwrap();
+    // SIGTERM: the leader hands its lease over instead of letting it expire.
+    let status = b.terminate(Duration::from_secs(5)).unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        b.log_text().contains("leader lease released"),
+        "{}",
+        b.log_text()
+    );
+    assert_eq!(lease_holder(&env), "");
     let _c = start_controller(
         &lab,
         &env,
