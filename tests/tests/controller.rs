@@ -430,3 +430,66 @@ fn allocates_reports_and_refuses_bad_input_without_side_effects() {
         ""
     );
 }
+
+#[test]
+fn pools_serve_the_namespaces_they_select_and_prefer_dual_stack_gets_both() {
+    let lab = Lab::new(LabConfig {
+        nodes: 0,
+        backends: false,
+    })
+    .unwrap();
+    let env = KubeEnv::start(&lab).unwrap();
+    install(&env).unwrap();
+    let _controller = start_controller(&lab, &env, &ControllerOptions::default()).unwrap();
+    apply(
+        &env,
+        &lab,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n  labels: {team: a}\n",
+    )
+    .unwrap();
+    apply(
+        &env,
+        &lab,
+        "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: general\nspec:\n  addresses: [\"192.0.2.64/29\", \"2001:db8::1:0/120\"]\n---\n\
+         apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: team\nspec:\n  addresses: [\"192.0.2.96/29\"]\n  serviceAllocation:\n    priority: 1\n    namespaceSelectors: [{matchLabels: {team: a}}]\n",
+    )
+    .unwrap();
+    // The preferred pool serves only namespaces labelled team=a.
+    let team_svc =
+        service_yaml("api", &[], "", 80).replace("namespace: default", "namespace: team-a");
+    apply(&env, &lab, &team_svc).unwrap();
+    apply(&env, &lab, &service_yaml("web", &[], "", 80)).unwrap();
+    assert_eq!(
+        wait_ingress(&env, "team-a", "api", 1, T).unwrap(),
+        vec!["192.0.2.96"]
+    );
+    assert_eq!(
+        wait_ingress(&env, "default", "web", 1, T).unwrap(),
+        vec!["192.0.2.64"]
+    );
+    // PreferDualStack takes both families where a pool has them.
+    let prefer = "  ipFamilyPolicy: PreferDualStack\n  ipFamilies: [IPv4, IPv6]\n";
+    apply(&env, &lab, &service_yaml("dual", &[], prefer, 80)).unwrap();
+    assert_eq!(
+        wait_ingress(&env, "default", "dual", 2, T).unwrap(),
+        vec!["192.0.2.65", "2001:db8::1:0"]
+    );
+    // The namespace loses its label: its Service is re-homed to a pool that still serves it, and
+    // an Event says why.
+    env.kubectl(&["label", "namespace", "team-a", "team-"])
+        .unwrap();
+    let ev = wait_event(&env, "team-a", "api", "IPReassigned", T).unwrap();
+    assert!(ev.contains("192.0.2.96") && ev.contains("general"), "{ev}");
+    assert_eq!(
+        wait_ingress(&env, "team-a", "api", 1, T).unwrap(),
+        vec!["192.0.2.66"]
+    );
+    assert_eq!(
+        jsonpath(
+            &env,
+            &["-n", "default", "get", "svc", "web"],
+            "{.status.loadBalancer.ingress[*].ip}"
+        ),
+        "192.0.2.64"
+    );
+}
