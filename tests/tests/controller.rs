@@ -493,3 +493,52 @@ fn pools_serve_the_namespaces_they_select_and_prefer_dual_stack_gets_both() {
         "192.0.2.64"
     );
 }
+
+#[test]
+fn local_traffic_policy_services_share_only_with_the_same_selector() {
+    let lab = Lab::new(LabConfig {
+        nodes: 0,
+        backends: false,
+    })
+    .unwrap();
+    let env = KubeEnv::start(&lab).unwrap();
+    install(&env).unwrap();
+    let _controller = start_controller(&lab, &env, &ControllerOptions::default()).unwrap();
+    apply(&env, &lab, POOL).unwrap();
+    let local = "  externalTrafficPolicy: Local\n";
+    let share = [
+        ("ferrolb.io/allow-shared-ip", "k"),
+        ("ferrolb.io/loadBalancerIPs", "192.0.2.72"),
+    ];
+    let same_pods = |name: &str, port: u16| {
+        service_yaml(name, &share, local, port).replace(&format!("app: {name}"), "app: shared")
+    };
+    apply(&env, &lab, &same_pods("l1", 80)).unwrap();
+    apply(&env, &lab, &same_pods("l2", 443)).unwrap();
+    assert_eq!(
+        wait_ingress(&env, "default", "l1", 1, T).unwrap(),
+        vec!["192.0.2.72"]
+    );
+    assert_eq!(
+        wait_ingress(&env, "default", "l2", 1, T).unwrap(),
+        vec!["192.0.2.72"]
+    );
+    // Other pods: announced from other nodes, so no sharing even with the same key.
+    apply(&env, &lab, &service_yaml("l3", &share, local, 8080)).unwrap();
+    let ev = wait_event(&env, "default", "l3", "AllocationFailed", T).unwrap();
+    assert!(ev.contains("192.0.2.72") && ev.contains("backend"), "{ev}");
+    // A Cluster-policy Service with the same key does not share with Local ones either.
+    apply(&env, &lab, &service_yaml("c1", &share, "", 8081)).unwrap();
+    wait_event(&env, "default", "c1", "AllocationFailed", T).unwrap();
+    for name in ["l3", "c1"] {
+        assert_eq!(
+            jsonpath(
+                &env,
+                &["-n", "default", "get", "svc", name],
+                "{.status.loadBalancer.ingress[*].ip}"
+            ),
+            "",
+            "{name}"
+        );
+    }
+}
