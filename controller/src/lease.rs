@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use tracing::{debug, info, warn};
 
@@ -36,8 +36,11 @@ pub enum Decision {
     Wait,
 }
 
-/// Pure rule of the election.
-pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decision {
+/// Pure rule of the election. `unchanged_for` is how long, on this candidate's own monotonic
+/// clock, the lease record (holder and renewTime) has been seen unchanged. Expiry is judged from
+/// that, as client-go does, never by comparing the holder's wall clock with ours: clock skew
+/// between nodes cannot make two leaders.
+pub fn decide(spec: Option<&LeaseSpec>, identity: &str, unchanged_for: Duration) -> Decision {
     let Some(spec) = spec else {
         return Decision::Take;
     };
@@ -48,29 +51,33 @@ pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decis
     if holder.is_empty() {
         return Decision::Take;
     }
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
-    match &spec.renew_time {
-        Some(MicroTime(renewed))
-            if renewed
-                .saturating_add(duration)
-                .is_ok_and(|expiry| expiry > now) =>
-        {
-            Decision::Wait
-        }
-        _ => Decision::Take,
+    let duration =
+        Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0));
+    if unchanged_for >= duration {
+        Decision::Take
+    } else {
+        Decision::Wait
     }
 }
 
+/// The lease record last read, and when (monotonic) it was first seen in that state.
+type Observed = Option<((Option<String>, Option<MicroTime>), tokio::time::Instant)>;
+
 /// A candidate for the lease.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Elector {
     api: Api<Lease>,
     config: LeaseConfig,
+    observed: std::sync::Mutex<Observed>,
 }
 
 impl Elector {
     pub fn new(api: Api<Lease>, config: LeaseConfig) -> Self {
-        Elector { api, config }
+        Elector {
+            api,
+            config,
+            observed: std::sync::Mutex::new(None),
+        }
     }
 
     /// Returns once this candidate holds the lease.
@@ -149,11 +156,22 @@ impl Elector {
     async fn try_once(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
         let current = self.api.get_opt(&self.config.name).await?;
-        let decision = decide(
-            current.as_ref().and_then(|l| l.spec.as_ref()),
-            &self.config.identity,
-            now,
+        let spec = current.as_ref().and_then(|l| l.spec.as_ref());
+        let record = (
+            spec.and_then(|s| s.holder_identity.clone()),
+            spec.and_then(|s| s.renew_time.clone()),
         );
+        let unchanged_for = {
+            let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+            match observed.as_ref() {
+                Some((seen, since)) if *seen == record => since.elapsed(),
+                _ => {
+                    *observed = Some((record, tokio::time::Instant::now()));
+                    Duration::ZERO
+                }
+            }
+        };
+        let decision = decide(spec, &self.config.identity, unchanged_for);
         let secs = i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(i32::MAX);
         match (decision, current) {
             (Decision::Wait, _) => Ok(false),
@@ -207,39 +225,28 @@ fn conflict_is_false(r: Result<Lease, kube::Error>) -> Result<bool, kube::Error>
 mod tests {
     use super::*;
 
-    fn spec(holder: &str, renewed_secs_ago: i64, duration: i32, now: Timestamp) -> LeaseSpec {
+    fn spec(holder: &str, duration: i32) -> LeaseSpec {
         LeaseSpec {
             holder_identity: (!holder.is_empty()).then(|| holder.to_string()),
             lease_duration_seconds: Some(duration),
-            renew_time: Some(MicroTime(now - SignedDuration::from_secs(renewed_secs_ago))),
+            renew_time: Some(MicroTime(Timestamp::from_second(1_800_000_000).unwrap())),
             ..Default::default()
         }
     }
 
     #[test]
     fn election_rule() {
-        let now = Timestamp::from_second(1_800_000_000).unwrap();
-        assert_eq!(decide(None, "a", now), Decision::Take);
+        let s = Duration::from_secs;
+        assert_eq!(decide(None, "a", s(0)), Decision::Take);
+        assert_eq!(decide(Some(&spec("a", 15)), "a", s(100)), Decision::Renew);
+        assert_eq!(decide(Some(&spec("b", 15)), "a", s(5)), Decision::Wait);
+        assert_eq!(decide(Some(&spec("b", 15)), "a", s(15)), Decision::Take);
         assert_eq!(
-            decide(Some(&spec("a", 100, 15, now)), "a", now),
-            Decision::Renew
+            decide(Some(&spec("", 15)), "a", s(0)),
+            Decision::Take,
+            "a released lease"
         );
-        assert_eq!(
-            decide(Some(&spec("b", 5, 15, now)), "a", now),
-            Decision::Wait
-        );
-        assert_eq!(
-            decide(Some(&spec("b", 16, 15, now)), "a", now),
-            Decision::Take
-        );
-        assert_eq!(
-            decide(Some(&spec("", 1, 15, now)), "a", now),
-            Decision::Take
-        );
-        let never_renewed = LeaseSpec {
-            holder_identity: Some("b".into()),
-            ..Default::default()
-        };
-        assert_eq!(decide(Some(&never_renewed), "a", now), Decision::Take);
+        // A new candidate waits a whole lease duration, whatever renewTime says (clock skew).
+        assert_eq!(decide(Some(&spec("b", 15)), "a", s(0)), Decision::Wait);
     }
 }
