@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
 
-use crate::daemons::{ControllerOptions, apply, install, start_controller};
-use crate::{KubeEnv, Lab, LabConfig};
+use crate::KubeEnv;
+use crate::daemons::{ControllerOptions, apply, start_controller};
 
 /// Figures of one run.
 #[derive(Debug)]
@@ -33,12 +33,7 @@ pub struct Figures {
 /// With `controller` false, no controller runs: the figures are those of the API server alone
 /// accepting the creations (the floor under any controller's "all assigned" time).
 pub fn run(services: usize, rate: Option<u32>, controller: bool) -> anyhow::Result<Figures> {
-    let lab = Lab::new(LabConfig {
-        nodes: 0,
-        backends: false,
-    })?;
-    let env = KubeEnv::start(&lab)?;
-    install(&env)?;
+    let (lab, env) = crate::daemons::installed_cluster()?;
     env.kubectl(&["create", "namespace", "bench"])?;
     apply(
         &env,

@@ -64,6 +64,18 @@ pub fn install(env: &KubeEnv) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// A node-less lab with the real API server running and `deploy/` installed: the set-up of every
+/// controller scenario and benchmark.
+pub fn installed_cluster() -> anyhow::Result<(Lab, KubeEnv)> {
+    let lab = Lab::new(crate::LabConfig {
+        nodes: 0,
+        backends: false,
+    })?;
+    let env = KubeEnv::start(&lab)?;
+    install(&env)?;
+    Ok((lab, env))
+}
+
 /// Holder of the controller's leader Lease (empty when none).
 pub fn lease_holder(env: &KubeEnv) -> String {
     env.kubectl(&[

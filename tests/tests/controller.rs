@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use ferrolb_lab::daemons::{
-    ControllerOptions, apply, http_get, install, service_yaml, start_controller, wait_event,
-    wait_ingress,
+    ControllerOptions, apply, http_get, installed_cluster, service_yaml, start_controller,
+    wait_event, wait_ingress,
 };
-use ferrolb_lab::{KubeEnv, Lab, LabConfig, Port, cmd};
+use ferrolb_lab::{KubeEnv, Port, cmd};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -32,13 +32,7 @@ const POOL: &str = "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetada
 
 #[test]
 fn allocates_reports_and_refuses_bad_input_without_side_effects() {
-    let lab = Lab::new(LabConfig {
-        nodes: 0,
-        backends: false,
-    })
-    .unwrap();
-    let env = KubeEnv::start(&lab).unwrap();
-    install(&env).unwrap();
+    let (lab, env) = installed_cluster().unwrap();
     let opts = ControllerOptions {
         extra_args: vec!["--metrics-bind-address".into(), "127.0.0.1:7472".into()],
         ..Default::default()
@@ -433,13 +427,7 @@ fn allocates_reports_and_refuses_bad_input_without_side_effects() {
 
 #[test]
 fn pools_serve_the_namespaces_they_select_and_prefer_dual_stack_gets_both() {
-    let lab = Lab::new(LabConfig {
-        nodes: 0,
-        backends: false,
-    })
-    .unwrap();
-    let env = KubeEnv::start(&lab).unwrap();
-    install(&env).unwrap();
+    let (lab, env) = installed_cluster().unwrap();
     let _controller = start_controller(&lab, &env, &ControllerOptions::default()).unwrap();
     apply(
         &env,
@@ -496,13 +484,7 @@ fn pools_serve_the_namespaces_they_select_and_prefer_dual_stack_gets_both() {
 
 #[test]
 fn local_traffic_policy_services_share_only_with_the_same_selector() {
-    let lab = Lab::new(LabConfig {
-        nodes: 0,
-        backends: false,
-    })
-    .unwrap();
-    let env = KubeEnv::start(&lab).unwrap();
-    install(&env).unwrap();
+    let (lab, env) = installed_cluster().unwrap();
     let _controller = start_controller(&lab, &env, &ControllerOptions::default()).unwrap();
     apply(&env, &lab, POOL).unwrap();
     let local = "  externalTrafficPolicy: Local\n";

@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ferrolb_lab::daemons::{
-    ControllerOptions, apply, install, lease_holder, service_yaml, start_controller, wait_event,
-    wait_ingress, wait_leader,
+    ControllerOptions, apply, installed_cluster, lease_holder, service_yaml, start_controller,
+    wait_event, wait_ingress, wait_leader,
 };
-use ferrolb_lab::{KubeEnv, Lab, LabConfig, cmd};
+use ferrolb_lab::{KubeEnv, cmd};
 
 fn assignments(env: &KubeEnv) -> BTreeMap<String, String> {
     let out = env
@@ -32,13 +32,7 @@ fn burst(range: std::ops::Range<usize>) -> String {
 
 #[test]
 fn leader_killed_mid_burst_and_restarts_never_change_an_address() {
-    let lab = Lab::new(LabConfig {
-        nodes: 0,
-        backends: false,
-    })
-    .unwrap();
-    let env = KubeEnv::start(&lab).unwrap();
-    install(&env).unwrap();
+    let (lab, env) = installed_cluster().unwrap();
     apply(&env, &lab, "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: big\nspec:\n  addresses: [\"2001:db8:2::/64\"]\n").unwrap();
     let mut a = start_controller(
         &lab,
@@ -124,13 +118,7 @@ fn leader_killed_mid_burst_and_restarts_never_change_an_address() {
 
 #[test]
 fn a_shrunk_pool_rehomes_exactly_the_services_outside_it() {
-    let lab = Lab::new(LabConfig {
-        nodes: 0,
-        backends: false,
-    })
-    .unwrap();
-    let env = KubeEnv::start(&lab).unwrap();
-    install(&env).unwrap();
+    let (lab, env) = installed_cluster().unwrap();
     let pool = |addrs: &str| {
         format!(
             "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: main\nspec:\n  addresses: [{addrs}]\n"
@@ -199,13 +187,7 @@ fn a_shrunk_pool_rehomes_exactly_the_services_outside_it() {
 
 #[test]
 fn an_api_server_outage_changes_no_address() {
-    let lab = Lab::new(LabConfig {
-        nodes: 0,
-        backends: false,
-    })
-    .unwrap();
-    let mut env = KubeEnv::start(&lab).unwrap();
-    install(&env).unwrap();
+    let (lab, mut env) = installed_cluster().unwrap();
     apply(&env, &lab, "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: p\nspec:\n  addresses: [\"192.0.2.64/28\"]\n").unwrap();
     let mut c = start_controller(&lab, &env, &ControllerOptions::default()).unwrap();
     let mut before = BTreeMap::new();
