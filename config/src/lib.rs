@@ -3,6 +3,7 @@
 //! set-up that `ferrolb-controller` and `ferrolb-speaker` share. One parser for both daemons.
 
 pub mod addresses;
+pub mod l2;
 pub mod logging;
 pub mod pool;
 pub mod selector;

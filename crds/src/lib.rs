@@ -5,8 +5,10 @@
 //! model that the controller and the speaker share. Fields that hold addresses stay plain strings in
 //! the schema; they are parsed (and rejected with a message naming the field) in `ferrolb-config`.
 
+pub mod l2;
 pub mod pool;
 
+pub use l2::{L2Advertisement, L2AdvertisementSpec, L2AdvertisementStatus, L2NodeStatus};
 pub use pool::{IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -17,7 +19,7 @@ pub const GROUP: &str = "ferrolb.io";
 
 /// Every CustomResourceDefinition ferrolb installs, in the order `crdgen` writes them.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![IPAddressPool::crd()]
+    vec![IPAddressPool::crd(), L2Advertisement::crd()]
 }
 
 /// File name of a CRD under `deploy/crds/`: `<plural>.<group>.yaml`, as `kubectl` users expect.
