@@ -52,20 +52,20 @@ impl Advertisement {
 /// Validates one advertisement; every malformed field is reported with its path.
 pub fn parse_advertisement(adv: &L2Advertisement) -> Result<Advertisement, Vec<FieldError>> {
     let mut errors = Vec::new();
-    let mut selectors = |list: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector],
-                         field: &str| {
-        let mut out = Vec::new();
-        for (i, s) in list.iter().enumerate() {
-            match Selector::parse(s) {
-                Ok(s) => out.push(s),
-                Err(e) => errors.push(FieldError {
-                    field: format!("spec.{field}[{i}]"),
-                    message: e.to_string(),
-                }),
+    let mut selectors =
+        |list: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector], field: &str| {
+            let mut out = Vec::new();
+            for (i, s) in list.iter().enumerate() {
+                match Selector::parse(s) {
+                    Ok(s) => out.push(s),
+                    Err(e) => errors.push(FieldError {
+                        field: format!("spec.{field}[{i}]"),
+                        message: e.to_string(),
+                    }),
+                }
             }
-        }
-        out
-    };
+            out
+        };
     let spec = &adv.spec;
     let pool_selectors = selectors(&spec.ip_address_pool_selectors, "ipAddressPoolSelectors");
     let node_selectors = selectors(&spec.node_selectors, "nodeSelectors");
@@ -77,7 +77,9 @@ pub fn parse_advertisement(adv: &L2Advertisement) -> Result<Advertisement, Vec<F
             || name.len() > 15
             || name == "."
             || name == ".."
-            || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+            || name
+                .chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace())
         {
             errors.push(FieldError {
                 field: format!("spec.interfaces[{i}]"),
@@ -110,9 +112,7 @@ pub fn parse_advertisement(adv: &L2Advertisement) -> Result<Advertisement, Vec<F
 mod tests {
     use super::*;
     use ferrolb_crds::L2AdvertisementSpec;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-        LabelSelector, LabelSelectorRequirement,
-    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

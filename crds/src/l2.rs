@@ -47,7 +47,10 @@ pub struct L2AdvertisementSpec {
     /// Interfaces to announce on. Empty: each interface that has an address in the subnet of the
     /// VIP, except the excluded ones (the speaker's `--exclude-interfaces`: docker*, veth*, cni*, …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(min = 1, max = 15), regex(pattern = r"^[^\s/:]+$")))]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 15), regex(pattern = r"^[^\s/:]+$"))
+    )]
     pub interfaces: Vec<String>,
 
     /// Label selectors on the Services whose addresses are announced. Empty: every Service.

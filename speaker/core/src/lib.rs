@@ -1,3 +1,14 @@
-//! The speaker's decisions without I/O: which live node owns each address, when to announce it, and
-//! what to change to get from the actual state to the desired one. Inputs (including `now`) in,
-//! actions out. Its implementation arrives with the speaker issue.
+//! The speaker's core, free of I/O: who owns each address ([`election`]), whether this speaker may
+//! answer at all ([`membership`]), when to send announcements ([`schedule`]) and on which interfaces
+//! ([`interfaces`]). Inputs, including the time, come in as arguments; decisions come out as data
+//! that the runtime in `ferrolb-speaker` carries out.
+
+pub mod election;
+pub mod hash;
+pub mod interfaces;
+pub mod membership;
+pub mod schedule;
+
+pub use election::{Decision, NoOwner, NodeInfo, Options, PoolInfo, ServiceInfo, World, elect};
+pub use membership::Membership;
+pub use schedule::Schedule;
