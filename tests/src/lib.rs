@@ -22,6 +22,7 @@ pub mod netns;
 pub mod observe;
 pub mod probe;
 pub mod process;
+pub mod speakers;
 
 pub use kube_env::KubeEnv;
 pub use netns::{Lab, LabConfig, Port};

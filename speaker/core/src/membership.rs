@@ -74,6 +74,11 @@ impl Membership {
             .collect()
     }
 
+    /// Names of every known member, alive or failed.
+    pub fn names(&self) -> Vec<String> {
+        self.members.keys().cloned().collect()
+    }
+
     /// Every known member, alive or failed.
     pub fn known(&self) -> usize {
         self.members.len()

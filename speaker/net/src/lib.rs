@@ -1,3 +1,26 @@
-//! The dataplane seam of the speaker: sending and receiving ARP and NDP frames on raw sockets, and
-//! adding or removing addresses through netlink. The only crate where `unsafe` is allowed. Its
-//! implementation arrives with the speaker issue.
+//! The dataplane seam of the speaker: ARP and NDP frames, the responder that answers and announces
+//! them on a raw socket, and solicited-node multicast memberships. The only crate where `unsafe`
+//! is allowed.
+//!
+//! - [`frame`]: pure builders and a parser for ARP (RFC 826, RFC 5227) and Neighbor Discovery
+//!   (RFC 4861) frames. No I/O; the parser never panics.
+//! - [`Responder`]: one per interface; answers ARP requests and Neighbor Solicitations for the
+//!   owned addresses and sends gratuitous ARP / unsolicited Neighbor Advertisements on demand.
+//! - [`join_solicited_node`]: makes the kernel listen to (and report, through MLD) a VIP's
+//!   solicited-node group, so solicitations for it reach the node.
+//!
+//! Everything that touches the network acts in the calling thread's network namespace, and the
+//! sockets stay in that namespace whichever thread uses them afterwards.
+
+pub mod error;
+pub mod frame;
+pub mod iface;
+pub mod multicast;
+pub mod responder;
+
+pub use error::NetError;
+pub use frame::{ParseError, Request};
+pub use iface::{IfAddr, Interface, interface, interfaces};
+pub use multicast::{MulticastMembership, join_group, join_solicited_node};
+pub use pnet_base::MacAddr;
+pub use responder::{Counters, Responder};

@@ -1,0 +1,146 @@
+//! Prometheus metrics and the `/healthz`, `/readyz`, `/metrics` endpoints of the speaker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AddressLabels {
+    pub ip: String,
+    pub interface: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InterfaceLabels {
+    pub interface: String,
+}
+
+/// Everything the speaker exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// 1 per address and interface this node announces.
+    pub announced: Family<AddressLabels, Gauge>,
+    /// Frames sent and requests seen, per interface (copied from the responders' counters).
+    pub garp_sent: Family<InterfaceLabels, Gauge>,
+    pub na_sent: Family<InterfaceLabels, Gauge>,
+    pub requests_received: Family<InterfaceLabels, Gauge>,
+    pub requests_answered: Family<InterfaceLabels, Gauge>,
+    /// Live members seen by gossip, this speaker included.
+    pub members: Gauge,
+    /// Members known (live or failed), the quorum's denominator.
+    pub known_members: Gauge,
+    /// 1 while this speaker sees a majority.
+    pub quorum: Gauge,
+    /// Addresses gained and lost by this node.
+    pub ownership_changes: Counter,
+    ready: AtomicBool,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("ferrolb_speaker");
+        let m = Metrics {
+            announced: Family::default(),
+            garp_sent: Family::default(),
+            na_sent: Family::default(),
+            requests_received: Family::default(),
+            requests_answered: Family::default(),
+            members: Gauge::default(),
+            known_members: Gauge::default(),
+            quorum: Gauge::default(),
+            ownership_changes: Counter::default(),
+            ready: AtomicBool::new(false),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "announced",
+            "1 for each address and interface this node announces",
+            m.announced.clone(),
+        );
+        registry.register(
+            "gratuitous_arp_sent",
+            "Gratuitous ARP frames sent (both forms count)",
+            m.garp_sent.clone(),
+        );
+        registry.register(
+            "unsolicited_na_sent",
+            "Unsolicited Neighbor Advertisements sent",
+            m.na_sent.clone(),
+        );
+        registry.register(
+            "requests_received",
+            "ARP requests and Neighbor Solicitations received",
+            m.requests_received.clone(),
+        );
+        registry.register(
+            "requests_answered",
+            "ARP requests and Neighbor Solicitations answered (for owned addresses)",
+            m.requests_answered.clone(),
+        );
+        registry.register("members", "Live gossip members", m.members.clone());
+        registry.register(
+            "known_members",
+            "Gossip members known, live or failed",
+            m.known_members.clone(),
+        );
+        registry.register(
+            "quorum",
+            "1 while this speaker sees a majority of the members it knows",
+            m.quorum.clone(),
+        );
+        registry.register(
+            "ownership_changes",
+            "Addresses gained or lost by this node",
+            m.ownership_changes.clone(),
+        );
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    /// Marks the process ready (`/readyz` answers 200).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Serves the endpoints until the process ends.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(export))
+        .with_state(metrics);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await
+}
+
+async fn readyz(State(m): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
+    if m.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn export(State(m): State<Arc<Metrics>>) -> (StatusCode, String) {
+    match m.encode() {
+        Ok(body) => (StatusCode::OK, body),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

@@ -1,0 +1,250 @@
+//! Tells users who announces what: a `ferrolb.io/Announced` condition on each Service, Events on
+//! ownership changes, and each node's entry in its L2Advertisements' status.
+//!
+//! Writes are level-triggered: the wanted condition is compared with the one in the cache, and only
+//! a difference is written. The owning speaker writes `True`; when a group has no owner, one speaker
+//! chosen by the same rendezvous hash among live members (the "reporter") writes `False` with the
+//! reason, so exactly one speaker reports each fact. All speakers share one field manager, so an
+//! apply by the new owner replaces what the old one wrote.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use ferrolb_crds::L2Advertisement;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter as EventReporter};
+use kube::{Client, Resource};
+use serde_json::json;
+use tracing::{debug, warn};
+
+use crate::watch::ANNOUNCED;
+
+/// Field manager of the Service conditions, shared by every speaker.
+pub const MANAGER: &str = "ferrolb-speaker";
+
+/// The condition a Service should carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// Writes conditions, advertisement status and Events; at most one write per object in flight.
+#[derive(Clone)]
+pub struct Writer {
+    client: Client,
+    recorder: Recorder,
+    node: String,
+    in_flight: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("node", &self.node).finish_non_exhaustive()
+    }
+}
+
+/// The message of a `True` condition; [`crate::watch::previous_owners`] reads the node back from
+/// the third word.
+pub fn announced_message(node: &str, interfaces: &[String], ips: &str) -> String {
+    format!("announced by {node} on {} ({ips})", interfaces.join(", "))
+}
+
+impl Writer {
+    pub fn new(client: Client, node: &str) -> Writer {
+        let reporter = EventReporter {
+            controller: MANAGER.into(),
+            instance: Some(node.into()),
+        };
+        Writer {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            node: node.into(),
+            in_flight: Arc::new(Mutex::new(BTreeSet::new())),
+        }
+    }
+
+    /// Whether the Service's cached condition already says `want`.
+    pub fn up_to_date(svc: &Service, want: &Wanted) -> bool {
+        svc.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == ANNOUNCED))
+            .is_some_and(|c| {
+                (c.status == "True") == want.status
+                    && c.reason == want.reason
+                    && c.message == want.message
+            })
+    }
+
+    /// Writes the Service's condition in the background (skipped when a write to it is running).
+    pub fn condition(&self, svc: &Service, want: Wanted) {
+        let (Some(ns), Some(name)) = (svc.metadata.namespace.clone(), svc.metadata.name.clone())
+        else {
+            return;
+        };
+        let key = format!("svc/{ns}/{name}");
+        if !self.begin(&key) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let api: Api<Service> = Api::namespaced(this.client.clone(), &ns);
+            let cond = Condition {
+                type_: ANNOUNCED.into(),
+                status: if want.status { "True" } else { "False" }.into(),
+                reason: want.reason.clone(),
+                message: want.message.clone(),
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+                observed_generation: None,
+            };
+            let body = json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": ns},
+                "status": {"conditions": [cond]},
+            });
+            match api
+                .patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(body))
+                .await
+            {
+                Ok(_) => debug!(service = %format!("{ns}/{name}"), reason = %want.reason, "condition written"),
+                Err(e) => warn!(service = %format!("{ns}/{name}"), error = %e, "could not write the Announced condition; will retry"),
+            }
+            this.end(&key);
+        });
+    }
+
+    /// Writes this node's entry in an advertisement's status (its own field manager, so each node
+    /// owns exactly its entry of the list).
+    pub fn advertisement_entry(&self, adv: &L2Advertisement, entry: ferrolb_crds::L2NodeStatus) {
+        let Some(name) = adv.metadata.name.clone() else {
+            return;
+        };
+        let key = format!("l2adv/{name}");
+        if !self.begin(&key) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let api: Api<L2Advertisement> = Api::all(this.client.clone());
+            let body = json!({
+                "apiVersion": "ferrolb.io/v1alpha1", "kind": "L2Advertisement",
+                "metadata": {"name": name},
+                "status": {"nodes": [entry]},
+            });
+            let manager = format!("{MANAGER}-{}", this.node);
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::apply(&manager).force(), &Patch::Apply(body))
+                .await
+            {
+                warn!(advertisement = %name, error = %e, "could not write the advertisement status; will retry");
+            }
+            this.end(&key);
+        });
+    }
+
+    /// Writes the cluster-wide summary of an advertisement (the reporter does this).
+    pub fn advertisement_summary(
+        &self,
+        adv: &L2Advertisement,
+        node_count: i32,
+        problems: Option<String>,
+        valid: Result<(), String>,
+    ) {
+        let Some(name) = adv.metadata.name.clone() else {
+            return;
+        };
+        let key = format!("l2adv-summary/{name}");
+        if !self.begin(&key) {
+            return;
+        }
+        let this = self.clone();
+        let generation = adv.metadata.generation;
+        tokio::spawn(async move {
+            let api: Api<L2Advertisement> = Api::all(this.client.clone());
+            let (status, reason, message) = match valid {
+                Ok(()) => ("True", "Valid", "the spec is valid".to_string()),
+                Err(m) => ("False", "Invalid", m),
+            };
+            let cond = Condition {
+                type_: "Valid".into(),
+                status: status.into(),
+                reason: reason.into(),
+                message,
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+                observed_generation: generation,
+            };
+            let body = json!({
+                "apiVersion": "ferrolb.io/v1alpha1", "kind": "L2Advertisement",
+                "metadata": {"name": name},
+                "status": {"nodeCount": node_count, "problems": problems, "conditions": [cond]},
+            });
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(body))
+                .await
+            {
+                warn!(advertisement = %name, error = %e, "could not write the advertisement summary; will retry");
+            }
+            this.end(&key);
+        });
+    }
+
+    /// Publishes an Event in the background; failures are logged (Events are best effort).
+    pub fn event<K>(&self, obj: &K, type_: EventType, reason: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let reference: ObjectReference = obj.object_ref(&());
+        let recorder = self.recorder.clone();
+        let reason = reason.to_string();
+        tokio::spawn(async move {
+            let ev = Event {
+                type_,
+                reason: reason.clone(),
+                note: Some(note),
+                action: reason.clone(),
+                secondary: None,
+            };
+            if let Err(e) = recorder.publish(&ev, &reference).await {
+                warn!(%reason, error = %e, "could not publish event");
+            }
+        });
+    }
+
+    fn begin(&self, key: &str) -> bool {
+        match self.in_flight.lock() {
+            Ok(mut set) => set.insert(key.to_string()),
+            Err(_) => false,
+        }
+    }
+
+    fn end(&self, key: &str) {
+        if let Ok(mut set) = self.in_flight.lock() {
+            set.remove(key);
+        }
+    }
+}
+
+/// Summary text of the problems in the advertisement's node entries, e.g.
+/// `spec.interfaces: eth9 missing on node-1, node-2`.
+pub fn problems_summary(entries: &[ferrolb_crds::L2NodeStatus]) -> Option<String> {
+    let mut missing: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for e in entries {
+        for i in &e.missing_interfaces {
+            missing.entry(i.as_str()).or_default().push(e.node.as_str());
+        }
+    }
+    if missing.is_empty() {
+        return None;
+    }
+    Some(
+        missing
+            .iter()
+            .map(|(i, nodes)| format!("spec.interfaces: {i} missing on {}", nodes.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}

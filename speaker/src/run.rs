@@ -1,0 +1,521 @@
+//! The speaker's loop: inputs (API changes, membership changes, the clock, a signal) in; the
+//! election core decides; the dataplane and the status writer carry it out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ferrolb_crds::{L2Advertisement, L2NodeStatus};
+use ferrolb_speaker_core::interfaces::{LinkInfo, choose};
+use ferrolb_speaker_core::schedule::Timing;
+use ferrolb_speaker_core::{Membership, NoOwner, Options, Schedule, elect, hash};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::Client;
+use kube::runtime::events::EventType;
+use tokio::sync::Notify;
+use tokio::sync::mpsc::unbounded_channel;
+use tracing::{info, warn};
+
+use crate::dataplane::{Dataplane, Placement, links};
+use crate::gossip::{Change, Gossip};
+use crate::metrics::{AddressLabels, InterfaceLabels, Metrics};
+use crate::report::{Wanted, Writer, announced_message, problems_summary};
+use crate::watch::{self, Stores};
+use crate::{Cli, Shutdown, key};
+
+/// Period of the housekeeping pass: retries failed writes, re-reads interfaces, re-joins peers.
+const TICK: Duration = Duration::from_secs(2);
+
+/// The key the reporter for cluster-wide facts is elected on (any fixed value works; all speakers
+/// must use the same one).
+const REPORTER_KEY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
+struct Speaker<'a> {
+    cli: &'a Cli,
+    me: String,
+    stores: Stores,
+    writer: Writer,
+    metrics: Arc<Metrics>,
+    membership: Membership,
+    dataplane: Dataplane,
+    schedule: Schedule,
+    opts: Options,
+    /// Whether the last pass found no quorum.
+    fenced: bool,
+}
+
+/// The node's gossip address: the flag, else the Node's first InternalIP of any family.
+fn node_ip(node: &Node) -> Option<IpAddr> {
+    node.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .filter(|a| a.type_ == "InternalIP")
+        .find_map(|a| a.address.parse().ok())
+}
+
+/// Gossip addresses of every other node, in the family of ours.
+fn peers(stores: &Stores, me: &str, mine: IpAddr, port: u16) -> Vec<SocketAddr> {
+    stores
+        .nodes
+        .state()
+        .iter()
+        .filter(|n| n.metadata.name.as_deref() != Some(me))
+        .filter_map(|n| {
+            n.status
+                .as_ref()?
+                .addresses
+                .as_ref()?
+                .iter()
+                .filter(|a| a.type_ == "InternalIP")
+                .filter_map(|a| a.address.parse::<IpAddr>().ok())
+                .find(|ip| ip.is_ipv4() == mine.is_ipv4())
+        })
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect()
+}
+
+pub async fn run(
+    cli: &Cli,
+    client: Client,
+    metrics: Arc<Metrics>,
+    shutdown: &mut Shutdown,
+) -> anyhow::Result<()> {
+    let changed = Arc::new(Notify::new());
+    let stores = watch::start(&client, changed.clone());
+    let setup = async {
+        let key = match &cli.gossip_key_file {
+            Some(path) => key::from_file(path)?,
+            None => key::from_cluster(&client, &cli.namespace, &cli.gossip_secret).await?,
+        };
+        stores.ready().await.context("waiting for the first lists")?;
+        let ip = match cli.gossip_address {
+            Some(ip) => ip,
+            None => stores
+                .nodes
+                .state()
+                .iter()
+                .find(|n| n.metadata.name.as_deref() == Some(cli.node_name.as_str()))
+                .and_then(|n| node_ip(n))
+                .with_context(|| {
+                    format!(
+                        "Node {} has no InternalIP; pass --gossip-address (NODE_IP)",
+                        cli.node_name
+                    )
+                })?,
+        };
+        anyhow::Ok((key, ip))
+    };
+    let (key, ip) = tokio::select! {
+        r = setup => r?,
+        signal = shutdown.wait() => {
+            info!(%signal, "stopping before start-up finished");
+            return Ok(());
+        }
+    };
+    let (tx, mut rx) = unbounded_channel();
+    let timing = crate::gossip::Timing {
+        probe_interval: Duration::from_millis(cli.gossip_probe_interval_ms),
+        probe_timeout: Duration::from_millis(cli.gossip_probe_timeout_ms),
+        suspicion_mult: cli.gossip_suspicion_mult,
+        gossip_interval: Duration::from_millis(cli.gossip_interval_ms),
+    };
+    let gossip = Arc::new(
+        Gossip::start(
+            &cli.node_name,
+            SocketAddr::new(ip, cli.gossip_port),
+            key,
+            timing,
+            tx,
+        )
+        .await?,
+    );
+    // Keep joined: every TICK, join the peers that are not live members (after a partition heals,
+    // or when a node appears). Runs beside the loop so a slow join never delays a failover.
+    let joiner = {
+        let gossip = gossip.clone();
+        let stores = stores.clone();
+        let (me, port) = (cli.node_name.clone(), cli.gossip_port);
+        tokio::spawn(async move {
+            loop {
+                let peers = peers(&stores, &me, ip, port);
+                gossip.join(&peers).await;
+                tokio::time::sleep(TICK).await;
+            }
+        })
+    };
+    let mut sp = Speaker {
+        cli,
+        me: cli.node_name.clone(),
+        writer: Writer::new(client.clone(), &cli.node_name),
+        stores,
+        metrics,
+        membership: Membership::new(&cli.node_name),
+        dataplane: Dataplane::default(),
+        schedule: Schedule::new(Timing {
+            refresh: Duration::from_millis(cli.announce_refresh_ms),
+            ..Timing::default()
+        }),
+        opts: Options {
+            exclude_cordoned: cli.exclude_cordoned,
+            exclude_not_ready: cli.exclude_not_ready,
+            sticky: cli.sticky,
+        },
+        fenced: false,
+    };
+    sp.metrics.set_ready(true);
+    info!(%ip, port = cli.gossip_port, "speaker running");
+    let mut tick = tokio::time::interval(TICK);
+    let signal = loop {
+        let deadline = sp
+            .schedule
+            .next_deadline()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + TICK);
+        tokio::select! {
+            _ = changed.notified() => {}
+            Some(c) = rx.recv() => sp.member(c),
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = tick.tick() => {}
+            signal = shutdown.wait() => break signal,
+        }
+        while let Ok(c) = rx.try_recv() {
+            sp.member(c);
+        }
+        sp.pass(Instant::now());
+    };
+    // Graceful handover: leave the membership first (the others elect successors and announce),
+    // keep answering for the grace period so no request finds nobody, then stop.
+    info!(%signal, "leaving: handing addresses over");
+    joiner.abort();
+    tokio::time::timeout(Duration::from_secs(2), gossip.leave(Duration::from_secs(1)))
+        .await
+        .ok();
+    tokio::time::sleep(Duration::from_millis(cli.handover_grace_ms)).await;
+    sp.dataplane.stop();
+    info!("stopped answering; bye");
+    Ok(())
+}
+
+impl Speaker<'_> {
+    fn member(&mut self, c: Change) {
+        match &c {
+            Change::Alive(n) => {
+                info!(node = %n, "member alive");
+                self.membership.alive(n);
+            }
+            Change::Failed(n) => {
+                warn!(node = %n, "member failed");
+                self.membership.failed(n);
+            }
+            Change::Leaving(n) => {
+                info!(node = %n, "member left gracefully");
+                self.membership.left(n);
+            }
+        }
+    }
+
+    /// One pass: elect, place, announce, report.
+    fn pass(&mut self, now: Instant) {
+        let (world, problems) = watch::world(&self.stores, self.cli.load_balancer_class.as_deref());
+        // The API server's word that a failed member's node is gone or not Ready lets it leave the
+        // quorum's denominator (see ferrolb_speaker_core::membership).
+        for n in self.membership.names() {
+            let gone = world.nodes.get(&n).is_none_or(|node| node.ready != Some(true));
+            if gone {
+                self.membership.forget_if_failed(&n);
+            }
+        }
+        let live = self.membership.live();
+        let quorum = self.membership.has_quorum();
+        if quorum == self.fenced {
+            self.fenced = !quorum;
+            if self.fenced {
+                warn!(live = live.len(), known = self.membership.known(), "lost quorum: this speaker sees a minority and stops answering");
+            } else {
+                info!(live = live.len(), known = self.membership.known(), "quorum regained");
+            }
+        }
+        let previous = if self.opts.sticky {
+            watch::previous_owners(&self.stores)
+        } else {
+            BTreeMap::new()
+        };
+        let decisions = elect(&world, &live, &previous, self.opts);
+        let links = links();
+        let mut want = Placement::new();
+        let mut ifaces_of: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+        if quorum {
+            for d in &decisions {
+                if d.owner.as_deref() != Ok(self.me.as_str()) {
+                    continue;
+                }
+                for ip in &d.ips {
+                    let c = choose(*ip, d.interfaces.as_ref(), &links, &self.cli.exclude_interfaces);
+                    if c.chosen.is_empty() {
+                        continue;
+                    }
+                    ifaces_of.insert(*ip, c.chosen.clone());
+                    want.insert(*ip, c.chosen.into_iter().collect());
+                }
+            }
+        }
+        let before = self.dataplane.placement().clone();
+        let (grown, lost) = self.dataplane.apply(&want);
+        for ip in &grown {
+            self.schedule.restart(*ip, now);
+            if !before.contains_key(ip) {
+                self.metrics.ownership_changes.inc();
+                info!(%ip, ifaces = ?want.get(ip), "gained address: announcing");
+            }
+        }
+        for ip in &lost {
+            self.schedule.lose(*ip);
+            self.metrics.ownership_changes.inc();
+            info!(%ip, "lost address: no longer answering");
+        }
+        for ip in self.schedule.due(now) {
+            self.dataplane.announce(ip);
+        }
+        self.report(&decisions, &live, &ifaces_of, &grown, &before);
+        self.advertisements(&links, &live, &problems);
+        self.export(&live);
+    }
+
+    /// Conditions and Events on Services.
+    fn report(
+        &self,
+        decisions: &[ferrolb_speaker_core::Decision],
+        live: &BTreeSet<String>,
+        ifaces_of: &BTreeMap<IpAddr, Vec<String>>,
+        grown: &[IpAddr],
+        before: &Placement,
+    ) {
+        let services: BTreeMap<String, Arc<Service>> = self
+            .stores
+            .services
+            .state()
+            .into_iter()
+            .map(|s| (watch::key_of(s.as_ref()), s))
+            .collect();
+        for d in decisions {
+            let ips: Vec<String> = d.ips.iter().map(|ip| ip.to_string()).collect();
+            let ips = ips.join(", ");
+            let want = match &d.owner {
+                Ok(o) if *o == self.me => {
+                    let mut ifaces: Vec<String> = d
+                        .ips
+                        .iter()
+                        .flat_map(|ip| ifaces_of.get(ip).cloned().unwrap_or_default())
+                        .collect();
+                    ifaces.sort();
+                    ifaces.dedup();
+                    if ifaces.is_empty() {
+                        Wanted {
+                            status: false,
+                            reason: "NoInterface".into(),
+                            message: format!(
+                                "{} owns {ips} but has no interface for it (none named exists, or none has an address in its subnet)",
+                                self.me
+                            ),
+                        }
+                    } else {
+                        Wanted {
+                            status: true,
+                            reason: "Announcing".into(),
+                            message: announced_message(&self.me, &ifaces, &ips),
+                        }
+                    }
+                }
+                Ok(_) => continue,
+                Err(why) => {
+                    // One reporter per group: the hash owner among live members.
+                    if hash::owner(live.iter().map(String::as_str), d.key) != Some(self.me.as_str()) {
+                        continue;
+                    }
+                    Wanted {
+                        status: false,
+                        reason: reason(why).into(),
+                        message: format!("{ips} is not announced: {why}"),
+                    }
+                }
+            };
+            let gained = d.ips.iter().any(|ip| grown.contains(ip) && !before.contains_key(ip));
+            for key in &d.services {
+                let Some(svc) = services.get(key) else { continue };
+                if gained && want.status {
+                    self.writer.event(
+                        svc.as_ref(),
+                        EventType::Normal,
+                        "Announcing",
+                        format!("{}", want.message),
+                    );
+                }
+                if !Writer::up_to_date(svc, &want) {
+                    if !want.status {
+                        self.writer.event(svc.as_ref(), EventType::Warning, &want.reason, want.message.clone());
+                    }
+                    self.writer.condition(svc, want.clone());
+                }
+            }
+        }
+    }
+
+    /// This node's entry in each advertisement's status; the reporter also writes the summary.
+    fn advertisements(
+        &self,
+        links: &[LinkInfo],
+        live: &BTreeSet<String>,
+        problems: &watch::Problems,
+    ) {
+        let my_labels = self
+            .stores
+            .nodes
+            .state()
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(self.me.as_str()))
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default();
+        let reporter = hash::owner(live.iter().map(String::as_str), REPORTER_KEY) == Some(self.me.as_str());
+        for adv in self.stores.advertisements.state() {
+            let name = adv.metadata.name.clone().unwrap_or_default();
+            let invalid = problems.advertisements.get(&name);
+            if reporter {
+                let valid = match invalid {
+                    None => Ok(()),
+                    Some(errors) => Err(errors
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")),
+                };
+                self.summary(&adv, valid);
+            }
+            if invalid.is_some() {
+                continue;
+            }
+            let Ok(parsed) = ferrolb_config::l2::parse_advertisement(&adv) else { continue };
+            let selected = parsed.covers_node(&my_labels);
+            let mut entry = L2NodeStatus {
+                node: self.me.clone(),
+                selected,
+                ..L2NodeStatus::default()
+            };
+            if selected {
+                for i in &parsed.interfaces {
+                    if links.iter().any(|l| &l.name == i) {
+                        entry.interfaces.push(i.clone());
+                    } else {
+                        entry.missing_interfaces.push(i.clone());
+                    }
+                }
+            }
+            let (status, reason, message) = if entry.missing_interfaces.is_empty() {
+                ("True", "InterfacesFound", "every interface named exists".to_string())
+            } else {
+                (
+                    "False",
+                    "InterfaceMissing",
+                    format!(
+                        "spec.interfaces: {} does not exist on node {}",
+                        entry.missing_interfaces.join(", "),
+                        self.me
+                    ),
+                )
+            };
+            let current = adv
+                .status
+                .as_ref()
+                .and_then(|s| s.nodes.iter().find(|e| e.node == self.me));
+            let same = current.is_some_and(|c| {
+                c.selected == entry.selected
+                    && c.interfaces == entry.interfaces
+                    && c.missing_interfaces == entry.missing_interfaces
+                    && c.conditions.iter().any(|k| k.type_ == "InterfacesReady" && k.status == status && k.reason == reason)
+            });
+            if same {
+                continue;
+            }
+            if status == "False" {
+                warn!(advertisement = %name, %message, "advertisement names a missing interface");
+                self.writer.event(adv.as_ref(), EventType::Warning, reason, message.clone());
+            }
+            entry.conditions = vec![Condition {
+                type_: "InterfacesReady".into(),
+                status: status.into(),
+                reason: reason.into(),
+                message,
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+                observed_generation: adv.metadata.generation,
+            }];
+            self.writer.advertisement_entry(&adv, entry);
+        }
+    }
+
+    fn summary(&self, adv: &Arc<L2Advertisement>, valid: Result<(), String>) {
+        let entries = adv.status.as_ref().map(|s| s.nodes.clone()).unwrap_or_default();
+        let count = i32::try_from(entries.len()).unwrap_or(i32::MAX);
+        let problems = problems_summary(&entries);
+        let status = adv.status.clone().unwrap_or_default();
+        let (want_status, want_msg) = match &valid {
+            Ok(()) => ("True", None),
+            Err(m) => ("False", Some(m.as_str())),
+        };
+        let cond = status.conditions.iter().find(|c| c.type_ == "Valid");
+        let cond_same = cond.is_some_and(|c| {
+            c.status == want_status && want_msg.is_none_or(|m| c.message == m)
+        });
+        if status.node_count == Some(count) && status.problems == problems && cond_same {
+            return;
+        }
+        if let Err(m) = &valid
+            && !cond_same
+        {
+            warn!(advertisement = ?adv.metadata.name, error = %m, "invalid L2Advertisement is ignored");
+            self.writer.event(adv.as_ref(), EventType::Warning, "Invalid", format!("ignored: {m}"));
+        }
+        self.writer.advertisement_summary(adv, count, problems, valid);
+    }
+
+    fn export(&self, live: &BTreeSet<String>) {
+        let m = &self.metrics;
+        m.members.set(i64::try_from(live.len()).unwrap_or(i64::MAX));
+        m.known_members.set(i64::try_from(self.membership.known()).unwrap_or(i64::MAX));
+        m.quorum.set(i64::from(!self.fenced));
+        m.announced.clear();
+        for (ip, ifaces) in self.dataplane.placement() {
+            for i in ifaces {
+                m.announced
+                    .get_or_create(&AddressLabels {
+                        ip: ip.to_string(),
+                        interface: i.clone(),
+                    })
+                    .set(1);
+            }
+        }
+        for (iface, c) in self.dataplane.counters() {
+            let l = InterfaceLabels { interface: iface };
+            let set = |f: &prometheus_client::metrics::family::Family<InterfaceLabels, prometheus_client::metrics::gauge::Gauge>, v: u64| {
+                f.get_or_create(&l).set(i64::try_from(v).unwrap_or(i64::MAX));
+            };
+            set(&m.garp_sent, c.garp_sent);
+            set(&m.na_sent, c.na_sent);
+            set(&m.requests_received, c.requests_seen);
+            set(&m.requests_answered, c.requests_answered);
+        }
+    }
+}
+
+fn reason(why: &NoOwner) -> &'static str {
+    match why {
+        NoOwner::UnknownPool => "UnknownPool",
+        NoOwner::NotAdvertised => "NotAdvertised",
+        NoOwner::NoEligibleNode => "NoEligibleNode",
+        NoOwner::NoEndpoints => "NoEndpoints",
+        NoOwner::NoLiveSpeaker => "NoLiveSpeaker",
+    }
+}

@@ -1,0 +1,270 @@
+//! The speaker's view of the API: reflectors for Services, EndpointSlices, Nodes, pools and
+//! advertisements, and the conversion of what they hold into the election core's [`World`].
+//!
+//! The stores keep the last state they saw. When the API server goes away the watchers retry with
+//! backoff and the stores stay as they were, so the speaker keeps announcing what it announced
+//! and can still move addresses when gossip reports a node dead.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ferrolb_config::l2::parse_advertisement;
+use ferrolb_config::pool::{FieldError, parse_pool, ranks};
+use ferrolb_config::service::ASSIGNED_POOL;
+use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use ferrolb_speaker_core::{NodeInfo, PoolInfo, ServiceInfo, World};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use tokio::sync::Notify;
+use tracing::warn;
+
+/// Condition type the owning speaker writes on a Service it announces.
+pub const ANNOUNCED: &str = "ferrolb.io/Announced";
+
+/// The reflector stores.
+#[derive(Clone)]
+pub struct Stores {
+    pub services: Store<Service>,
+    pub slices: Store<EndpointSlice>,
+    pub nodes: Store<Node>,
+    pub pools: Store<IPAddressPool>,
+    pub advertisements: Store<L2Advertisement>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").finish_non_exhaustive()
+    }
+}
+
+/// Drops what the speaker never reads: managed fields and kubectl's copy of the whole object are
+/// most of a cached object's size.
+fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// Starts one reflector per kind; each change wakes `changed`.
+pub fn start(client: &Client, changed: Arc<Notify>) -> Stores {
+    fn spawn<K>(api: Api<K>, changed: Arc<Notify>, cfg: watcher::Config) -> Store<K>
+    where
+        K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        let (reader, writer) = reflector::store();
+        let kind = K::kind(&K::DynamicType::default()).to_string();
+        let stream = reflector::reflector(
+            writer,
+            watcher::watcher(api, cfg)
+                .default_backoff()
+                .modify(slim::<K>),
+        );
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(ev) = stream.next().await {
+                match ev {
+                    Ok(_) => changed.notify_one(),
+                    Err(e) => warn!(%kind, error = %e, "watch failed; keeping the last state and retrying"),
+                }
+            }
+        });
+        reader
+    }
+    let cfg = watcher::Config::default();
+    Stores {
+        services: spawn(Api::all(client.clone()), changed.clone(), cfg.clone()),
+        slices: spawn(
+            Api::all(client.clone()),
+            changed.clone(),
+            // Only EndpointSlices managed for Services (the label every slice controller sets).
+            cfg.clone().labels("kubernetes.io/service-name"),
+        ),
+        nodes: spawn(Api::all(client.clone()), changed.clone(), cfg.clone()),
+        pools: spawn(Api::all(client.clone()), changed.clone(), cfg.clone()),
+        advertisements: spawn(Api::all(client.clone()), changed, cfg),
+    }
+}
+
+impl Stores {
+    /// Waits until every store has its first list.
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        self.services.wait_until_ready().await?;
+        self.slices.wait_until_ready().await?;
+        self.nodes.wait_until_ready().await?;
+        self.pools.wait_until_ready().await?;
+        self.advertisements.wait_until_ready().await?;
+        Ok(())
+    }
+}
+
+/// Problems found while building the world, to report.
+#[derive(Debug, Default)]
+pub struct Problems {
+    /// Advertisement name → its invalid fields (the advertisement is ignored).
+    pub advertisements: BTreeMap<String, Vec<FieldError>>,
+}
+
+/// A Service the speaker handles: `type: LoadBalancer`, our class (or none), addresses in status.
+fn handled(svc: &Service, class: Option<&str>) -> bool {
+    let Some(spec) = &svc.spec else { return false };
+    spec.type_.as_deref() == Some("LoadBalancer")
+        && match spec.load_balancer_class.as_deref() {
+            None => true,
+            Some(c) => Some(c) == class,
+        }
+}
+
+pub fn key_of<K: Resource>(obj: &K) -> String {
+    let m = obj.meta();
+    format!(
+        "{}/{}",
+        m.namespace.as_deref().unwrap_or(""),
+        m.name.as_deref().unwrap_or("")
+    )
+}
+
+fn status_ips(svc: &Service) -> Vec<IpAddr> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .collect()
+}
+
+/// Builds the election's input from the stores.
+pub fn world(stores: &Stores, class: Option<&str>) -> (World, Problems) {
+    let mut world = World::default();
+    let mut problems = Problems::default();
+    for node in stores.nodes.state() {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let conds = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .cloned()
+            .unwrap_or_default();
+        let cond = |t: &str| conds.iter().find(|c| c.type_ == t).map(|c| c.status == "True");
+        world.nodes.insert(
+            name,
+            NodeInfo {
+                labels: node.metadata.labels.clone().unwrap_or_default(),
+                network_unavailable: cond("NetworkUnavailable") == Some(true),
+                ready: cond("Ready"),
+                unschedulable: node
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.unschedulable)
+                    .unwrap_or(false),
+            },
+        );
+    }
+    let pools = stores.pools.state();
+    let rank = ranks(pools.iter().map(|p| p.as_ref()));
+    for pool in &pools {
+        let name = pool.metadata.name.clone().unwrap_or_default();
+        // An invalid pool contributes no ranges: its addresses are not announced (the controller
+        // reports it on the pool).
+        let ranges = match parse_pool(pool, rank.get(&name).copied().unwrap_or(u64::MAX)) {
+            Ok(v) => v.spec.ranges().to_vec(),
+            Err(_) => Vec::new(),
+        };
+        world.pools.insert(
+            name,
+            PoolInfo {
+                labels: pool.metadata.labels.clone().unwrap_or_default(),
+                ranges,
+            },
+        );
+    }
+    for adv in stores.advertisements.state() {
+        match parse_advertisement(&adv) {
+            Ok(a) => world.advertisements.push(a),
+            Err(errors) => {
+                problems
+                    .advertisements
+                    .insert(adv.metadata.name.clone().unwrap_or_default(), errors);
+            }
+        }
+    }
+    // Nodes with a ready or serving endpoint, per Service (EndpointSlice conditions: `ready`
+    // absent means ready; `serving` covers terminating endpoints that still serve).
+    let mut endpoints: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for slice in stores.slices.state() {
+        let Some(svc) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"))
+        else {
+            continue;
+        };
+        let key = format!(
+            "{}/{svc}",
+            slice.metadata.namespace.as_deref().unwrap_or("")
+        );
+        for ep in &slice.endpoints {
+            let c = ep.conditions.as_ref();
+            let ready = c.and_then(|c| c.ready).unwrap_or(true);
+            let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+            if let (true, Some(node)) = (ready || serving, ep.node_name.as_ref()) {
+                endpoints.entry(key.clone()).or_default().insert(node.clone());
+            }
+        }
+    }
+    for svc in stores.services.state() {
+        if !handled(&svc, class) {
+            continue;
+        }
+        let ips = status_ips(&svc);
+        if ips.is_empty() {
+            continue;
+        }
+        let key = key_of(svc.as_ref());
+        let spec = svc.spec.as_ref();
+        world.services.push(ServiceInfo {
+            labels: svc.metadata.labels.clone().unwrap_or_default(),
+            ips,
+            pool: svc
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ASSIGNED_POOL))
+                .cloned(),
+            local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
+            endpoint_nodes: endpoints.remove(&key).unwrap_or_default(),
+            key,
+        });
+    }
+    (world, problems)
+}
+
+/// The node named in the `ferrolb.io/Announced` condition of each Service, by the Service's
+/// addresses: sticky mode keeps it.
+pub fn previous_owners(stores: &Stores) -> BTreeMap<IpAddr, String> {
+    let mut out = BTreeMap::new();
+    for svc in stores.services.state() {
+        let node = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == ANNOUNCED && c.status == "True"))
+            .and_then(|c| c.message.split_whitespace().nth(2).map(str::to_string));
+        if let Some(node) = node {
+            for ip in status_ips(&svc) {
+                out.insert(ip, node.clone());
+            }
+        }
+    }
+    out
+}
