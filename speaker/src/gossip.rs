@@ -148,6 +148,11 @@ impl Gossip {
             .with_suspicion_mult(timing.suspicion_mult as usize)
             .with_suspicion_max_timeout_mult(1)
             .with_indirect_checks(1)
+            // No TCP fallback ping: towards a node whose link is down the TCP connect hangs for
+            // the whole `timeout` (1 s) before the member is even suspected; measured in the lab,
+            // detection took 1.3 s with it and well under 0.5 s without. UDP is what a healthy
+            // segment carries anyway.
+            .with_disable_reliable_pings(true)
             // No self-slowing under load: the detection bound matters more here than the false
             // positives Lifeguard's awareness saves on a flaky WAN.
             .with_awareness_max_multiplier(1)
@@ -205,7 +210,6 @@ impl Gossip {
         }
         joined
     }
-
 
     /// Graceful goodbye: first tell everyone we are leaving (so they do not count it as a
     /// failure), then leave. Bounded by `timeout` in total.

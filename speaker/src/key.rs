@@ -22,7 +22,10 @@ pub fn from_file(path: &Path) -> anyhow::Result<[u8; LEN]> {
 
 fn parse_hex(text: &str) -> anyhow::Result<[u8; LEN]> {
     if text.len() != 2 * LEN || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        anyhow::bail!("the key must be {} hexadecimal digits (32 bytes, AES-256)", 2 * LEN);
+        anyhow::bail!(
+            "the key must be {} hexadecimal digits (32 bytes, AES-256)",
+            2 * LEN
+        );
     }
     let mut out = [0u8; LEN];
     for (i, b) in out.iter_mut().enumerate() {
@@ -57,7 +60,11 @@ fn from_secret(s: &Secret) -> anyhow::Result<[u8; LEN]> {
 
 /// Reads the key from the Secret, creating it with a random key when it does not exist (if two
 /// speakers race, the second one's create fails and it reads the first one's key).
-pub async fn from_cluster(client: &Client, namespace: &str, name: &str) -> anyhow::Result<[u8; LEN]> {
+pub async fn from_cluster(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<[u8; LEN]> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     if let Some(s) = api.get_opt(name).await? {
         return from_secret(&s);
@@ -90,7 +97,12 @@ mod tests {
     fn hex_keys() {
         let k = parse_hex(&"0f".repeat(32)).unwrap();
         assert_eq!(k, [0x0f; 32]);
-        assert!(parse_hex("abc").unwrap_err().to_string().contains("64 hexadecimal"));
+        assert!(
+            parse_hex("abc")
+                .unwrap_err()
+                .to_string()
+                .contains("64 hexadecimal")
+        );
         assert!(parse_hex(&"zz".repeat(32)).is_err());
     }
 }

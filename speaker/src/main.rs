@@ -51,7 +51,11 @@ pub struct Cli {
 
     /// Secret (in --namespace) holding the 32-byte gossip encryption key under `key`; created with
     /// a random key when missing.
-    #[arg(long, env = "FERROLB_GOSSIP_SECRET", default_value = "ferrolb-memberlist")]
+    #[arg(
+        long,
+        env = "FERROLB_GOSSIP_SECRET",
+        default_value = "ferrolb-memberlist"
+    )]
     gossip_secret: String,
 
     /// File with the gossip key as 64 hexadecimal digits, instead of the Secret (for control-plane

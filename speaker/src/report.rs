@@ -43,7 +43,9 @@ pub struct Writer {
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").field("node", &self.node).finish_non_exhaustive()
+        f.debug_struct("Writer")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,11 +109,19 @@ impl Writer {
                 "status": {"conditions": [cond]},
             });
             match api
-                .patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(body))
+                .patch_status(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(body),
+                )
                 .await
             {
-                Ok(_) => debug!(service = %format!("{ns}/{name}"), reason = %want.reason, "condition written"),
-                Err(e) => warn!(service = %format!("{ns}/{name}"), error = %e, "could not write the Announced condition; will retry"),
+                Ok(_) => {
+                    debug!(service = %format!("{ns}/{name}"), reason = %want.reason, "condition written")
+                }
+                Err(e) => {
+                    warn!(service = %format!("{ns}/{name}"), error = %e, "could not write the Announced condition; will retry")
+                }
             }
             this.end(&key);
         });
@@ -137,7 +147,11 @@ impl Writer {
             });
             let manager = format!("{MANAGER}-{}", this.node);
             if let Err(e) = api
-                .patch_status(&name, &PatchParams::apply(&manager).force(), &Patch::Apply(body))
+                .patch_status(
+                    &name,
+                    &PatchParams::apply(&manager).force(),
+                    &Patch::Apply(body),
+                )
                 .await
             {
                 warn!(advertisement = %name, error = %e, "could not write the advertisement status; will retry");
@@ -183,7 +197,11 @@ impl Writer {
                 "status": {"nodeCount": node_count, "problems": problems, "conditions": [cond]},
             });
             if let Err(e) = api
-                .patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(body))
+                .patch_status(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(body),
+                )
                 .await
             {
                 warn!(advertisement = %name, error = %e, "could not write the advertisement summary; will retry");

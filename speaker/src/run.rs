@@ -92,7 +92,10 @@ pub async fn run(
             Some(path) => key::from_file(path)?,
             None => key::from_cluster(&client, &cli.namespace, &cli.gossip_secret).await?,
         };
-        stores.ready().await.context("waiting for the first lists")?;
+        stores
+            .ready()
+            .await
+            .context("waiting for the first lists")?;
         let ip = match cli.gossip_address {
             Some(ip) => ip,
             None => stores
@@ -165,7 +168,7 @@ pub async fn run(
             exclude_not_ready: cli.exclude_not_ready,
             sticky: cli.sticky,
         },
-        fenced: false,
+        fenced: true,
     };
     sp.metrics.set_ready(true);
     info!(%ip, port = cli.gossip_port, "speaker running");
@@ -225,19 +228,42 @@ impl Speaker<'_> {
         // The API server's word that a failed member's node is gone or not Ready lets it leave the
         // quorum's denominator (see ferrolb_speaker_core::membership).
         for n in self.membership.names() {
-            let gone = world.nodes.get(&n).is_none_or(|node| node.ready != Some(true));
+            let gone = world
+                .nodes
+                .get(&n)
+                .is_none_or(|node| node.ready != Some(true));
             if gone {
                 self.membership.forget_if_failed(&n);
             }
         }
         let live = self.membership.live();
-        let quorum = self.membership.has_quorum();
+        // A speaker that has never seen another member while the API lists other Ready nodes has
+        // not joined yet (start-up) or cannot join (wrong key, gossip port blocked): alone it
+        // would elect itself owner of everything, so it answers nothing until it joins.
+        let others = world
+            .nodes
+            .iter()
+            .any(|(n, info)| *n != self.me && info.ready == Some(true));
+        let isolated = self.membership.known() == 1 && others;
+        let quorum = self.membership.has_quorum() && !isolated;
         if quorum == self.fenced {
             self.fenced = !quorum;
-            if self.fenced {
-                warn!(live = live.len(), known = self.membership.known(), "lost quorum: this speaker sees a minority and stops answering");
+            if !self.fenced {
+                info!(
+                    live = live.len(),
+                    known = self.membership.known(),
+                    "quorum: answering for owned addresses"
+                );
+            } else if isolated {
+                warn!(
+                    "no other speaker has joined this one although the API lists other Ready nodes: not answering until gossip works (check the gossip port and key)"
+                );
             } else {
-                info!(live = live.len(), known = self.membership.known(), "quorum regained");
+                warn!(
+                    live = live.len(),
+                    known = self.membership.known(),
+                    "lost quorum: this speaker sees a minority and stops answering"
+                );
             }
         }
         let previous = if self.opts.sticky {
@@ -255,7 +281,12 @@ impl Speaker<'_> {
                     continue;
                 }
                 for ip in &d.ips {
-                    let c = choose(*ip, d.interfaces.as_ref(), &links, &self.cli.exclude_interfaces);
+                    let c = choose(
+                        *ip,
+                        d.interfaces.as_ref(),
+                        &links,
+                        &self.cli.exclude_interfaces,
+                    );
                     if c.chosen.is_empty() {
                         continue;
                     }
@@ -334,7 +365,8 @@ impl Speaker<'_> {
                 Ok(_) => continue,
                 Err(why) => {
                     // One reporter per group: the hash owner among live members.
-                    if hash::owner(live.iter().map(String::as_str), d.key) != Some(self.me.as_str()) {
+                    if hash::owner(live.iter().map(String::as_str), d.key) != Some(self.me.as_str())
+                    {
                         continue;
                     }
                     Wanted {
@@ -344,9 +376,14 @@ impl Speaker<'_> {
                     }
                 }
             };
-            let gained = d.ips.iter().any(|ip| grown.contains(ip) && !before.contains_key(ip));
+            let gained = d
+                .ips
+                .iter()
+                .any(|ip| grown.contains(ip) && !before.contains_key(ip));
             for key in &d.services {
-                let Some(svc) = services.get(key) else { continue };
+                let Some(svc) = services.get(key) else {
+                    continue;
+                };
                 if gained && want.status {
                     self.writer.event(
                         svc.as_ref(),
@@ -357,7 +394,12 @@ impl Speaker<'_> {
                 }
                 if !Writer::up_to_date(svc, &want) {
                     if !want.status {
-                        self.writer.event(svc.as_ref(), EventType::Warning, &want.reason, want.message.clone());
+                        self.writer.event(
+                            svc.as_ref(),
+                            EventType::Warning,
+                            &want.reason,
+                            want.message.clone(),
+                        );
                     }
                     self.writer.condition(svc, want.clone());
                 }
@@ -380,7 +422,8 @@ impl Speaker<'_> {
             .find(|n| n.metadata.name.as_deref() == Some(self.me.as_str()))
             .and_then(|n| n.metadata.labels.clone())
             .unwrap_or_default();
-        let reporter = hash::owner(live.iter().map(String::as_str), REPORTER_KEY) == Some(self.me.as_str());
+        let reporter =
+            hash::owner(live.iter().map(String::as_str), REPORTER_KEY) == Some(self.me.as_str());
         for adv in self.stores.advertisements.state() {
             let name = adv.metadata.name.clone().unwrap_or_default();
             let invalid = problems.advertisements.get(&name);
@@ -398,7 +441,9 @@ impl Speaker<'_> {
             if invalid.is_some() {
                 continue;
             }
-            let Ok(parsed) = ferrolb_config::l2::parse_advertisement(&adv) else { continue };
+            let Ok(parsed) = ferrolb_config::l2::parse_advertisement(&adv) else {
+                continue;
+            };
             let selected = parsed.covers_node(&my_labels);
             let mut entry = L2NodeStatus {
                 node: self.me.clone(),
@@ -415,7 +460,11 @@ impl Speaker<'_> {
                 }
             }
             let (status, reason, message) = if entry.missing_interfaces.is_empty() {
-                ("True", "InterfacesFound", "every interface named exists".to_string())
+                (
+                    "True",
+                    "InterfacesFound",
+                    "every interface named exists".to_string(),
+                )
             } else {
                 (
                     "False",
@@ -435,14 +484,17 @@ impl Speaker<'_> {
                 c.selected == entry.selected
                     && c.interfaces == entry.interfaces
                     && c.missing_interfaces == entry.missing_interfaces
-                    && c.conditions.iter().any(|k| k.type_ == "InterfacesReady" && k.status == status && k.reason == reason)
+                    && c.conditions.iter().any(|k| {
+                        k.type_ == "InterfacesReady" && k.status == status && k.reason == reason
+                    })
             });
             if same {
                 continue;
             }
             if status == "False" {
                 warn!(advertisement = %name, %message, "advertisement names a missing interface");
-                self.writer.event(adv.as_ref(), EventType::Warning, reason, message.clone());
+                self.writer
+                    .event(adv.as_ref(), EventType::Warning, reason, message.clone());
             }
             entry.conditions = vec![Condition {
                 type_: "InterfacesReady".into(),
@@ -457,7 +509,11 @@ impl Speaker<'_> {
     }
 
     fn summary(&self, adv: &Arc<L2Advertisement>, valid: Result<(), String>) {
-        let entries = adv.status.as_ref().map(|s| s.nodes.clone()).unwrap_or_default();
+        let entries = adv
+            .status
+            .as_ref()
+            .map(|s| s.nodes.clone())
+            .unwrap_or_default();
         let count = i32::try_from(entries.len()).unwrap_or(i32::MAX);
         let problems = problems_summary(&entries);
         let status = adv.status.clone().unwrap_or_default();
@@ -466,9 +522,8 @@ impl Speaker<'_> {
             Err(m) => ("False", Some(m.as_str())),
         };
         let cond = status.conditions.iter().find(|c| c.type_ == "Valid");
-        let cond_same = cond.is_some_and(|c| {
-            c.status == want_status && want_msg.is_none_or(|m| c.message == m)
-        });
+        let cond_same = cond
+            .is_some_and(|c| c.status == want_status && want_msg.is_none_or(|m| c.message == m));
         if status.node_count == Some(count) && status.problems == problems && cond_same {
             return;
         }
@@ -476,15 +531,22 @@ impl Speaker<'_> {
             && !cond_same
         {
             warn!(advertisement = ?adv.metadata.name, error = %m, "invalid L2Advertisement is ignored");
-            self.writer.event(adv.as_ref(), EventType::Warning, "Invalid", format!("ignored: {m}"));
+            self.writer.event(
+                adv.as_ref(),
+                EventType::Warning,
+                "Invalid",
+                format!("ignored: {m}"),
+            );
         }
-        self.writer.advertisement_summary(adv, count, problems, valid);
+        self.writer
+            .advertisement_summary(adv, count, problems, valid);
     }
 
     fn export(&self, live: &BTreeSet<String>) {
         let m = &self.metrics;
         m.members.set(i64::try_from(live.len()).unwrap_or(i64::MAX));
-        m.known_members.set(i64::try_from(self.membership.known()).unwrap_or(i64::MAX));
+        m.known_members
+            .set(i64::try_from(self.membership.known()).unwrap_or(i64::MAX));
         m.quorum.set(i64::from(!self.fenced));
         m.announced.clear();
         for (ip, ifaces) in self.dataplane.placement() {
@@ -499,8 +561,13 @@ impl Speaker<'_> {
         }
         for (iface, c) in self.dataplane.counters() {
             let l = InterfaceLabels { interface: iface };
-            let set = |f: &prometheus_client::metrics::family::Family<InterfaceLabels, prometheus_client::metrics::gauge::Gauge>, v: u64| {
-                f.get_or_create(&l).set(i64::try_from(v).unwrap_or(i64::MAX));
+            let set = |f: &prometheus_client::metrics::family::Family<
+                InterfaceLabels,
+                prometheus_client::metrics::gauge::Gauge,
+            >,
+                       v: u64| {
+                f.get_or_create(&l)
+                    .set(i64::try_from(v).unwrap_or(i64::MAX));
             };
             set(&m.garp_sent, c.garp_sent);
             set(&m.na_sent, c.na_sent);

@@ -72,7 +72,9 @@ pub fn start(client: &Client, changed: Arc<Notify>) -> Stores {
             while let Some(ev) = stream.next().await {
                 match ev {
                     Ok(_) => changed.notify_one(),
-                    Err(e) => warn!(%kind, error = %e, "watch failed; keeping the last state and retrying"),
+                    Err(e) => {
+                        warn!(%kind, error = %e, "watch failed; keeping the last state and retrying")
+                    }
                 }
             }
         });
@@ -154,7 +156,12 @@ pub fn world(stores: &Stores, class: Option<&str>) -> (World, Problems) {
             .and_then(|s| s.conditions.as_ref())
             .cloned()
             .unwrap_or_default();
-        let cond = |t: &str| conds.iter().find(|c| c.type_ == t).map(|c| c.status == "True");
+        let cond = |t: &str| {
+            conds
+                .iter()
+                .find(|c| c.type_ == t)
+                .map(|c| c.status == "True")
+        };
         world.nodes.insert(
             name,
             NodeInfo {
@@ -218,7 +225,10 @@ pub fn world(stores: &Stores, class: Option<&str>) -> (World, Problems) {
             let ready = c.and_then(|c| c.ready).unwrap_or(true);
             let serving = c.and_then(|c| c.serving).unwrap_or(ready);
             if let (true, Some(node)) = (ready || serving, ep.node_name.as_ref()) {
-                endpoints.entry(key.clone()).or_default().insert(node.clone());
+                endpoints
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(node.clone());
             }
         }
     }
@@ -258,7 +268,10 @@ pub fn previous_owners(stores: &Stores) -> BTreeMap<IpAddr, String> {
             .status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == ANNOUNCED && c.status == "True"))
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| c.type_ == ANNOUNCED && c.status == "True")
+            })
             .and_then(|c| c.message.split_whitespace().nth(2).map(str::to_string));
         if let Some(node) = node {
             for ip in status_ips(&svc) {

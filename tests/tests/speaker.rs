@@ -46,7 +46,9 @@ fn answering(c: &Cluster, addr: IpAddr) -> Vec<usize> {
     };
     let mut nodes: Vec<usize> = macs
         .iter()
-        .map(|m| node_of_mac(&c.lab, m).unwrap_or_else(|| panic!("{addr} answered by unknown MAC {m}")))
+        .map(|m| {
+            node_of_mac(&c.lab, m).unwrap_or_else(|| panic!("{addr} answered by unknown MAC {m}"))
+        })
         .collect();
     nodes.sort_unstable();
     nodes.dedup();
@@ -55,10 +57,13 @@ fn answering(c: &Cluster, addr: IpAddr) -> Vec<usize> {
 
 #[test]
 fn one_node_answers_and_another_takes_over_when_it_dies() {
-    let c = Cluster::start(3, &[]).unwrap();
+    let mut c = Cluster::start(3, &[]).unwrap();
     apply(&c.env, &c.lab, &service_yaml("web", &[], "", BACKEND_PORT)).unwrap();
     let vip = ip(&wait_ingress(&c.env, "default", "web", 1, WAIT).unwrap()[0]);
-    let owner = index_of(&c.announcer("web", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", c.logs())));
+    let owner = index_of(
+        &c.announcer("web", WAIT)
+            .unwrap_or_else(|e| panic!("{e}\n{}", c.logs())),
+    );
 
     // Exactly the owner answers; tcpdump on the client sees no ARP reply from another MAC.
     let capture = Capture::start(&c.lab, Port::Client, "tcpdump-client", "arp").unwrap();
@@ -70,7 +75,10 @@ fn one_node_answers_and_another_takes_over_when_it_dies() {
         .collect();
     assert!(!replies.is_empty(), "{frames:#?}");
     for r in &replies {
-        assert!(r.contains(&Port::Node(owner).mac()), "reply from another node: {r}");
+        assert!(
+            r.contains(&Port::Node(owner).mac()),
+            "reply from another node: {r}"
+        );
     }
     let rec = tcp_get(&c.lab, Port::Client, SocketAddr::new(vip, BACKEND_PORT)).unwrap();
     assert_eq!(rec.node, Some(format!("node-{owner}")), "{rec:?}");
@@ -82,8 +90,53 @@ fn one_node_answers_and_another_takes_over_when_it_dies() {
         "no Announcing event"
     );
 
+    // The owner's speaker is SIGKILLed, its node stays up: another node takes over.
+    let target = SocketAddr::new(vip, BACKEND_PORT);
+    let mut p = probe(&c, target, 60);
+    std::thread::sleep(Duration::from_millis(1000));
+    c.kill_speaker(owner).unwrap();
+    assert!(p.wait_timeout(Duration::from_secs(30)).unwrap().is_some());
+    let records = parse_records(&p.log_text());
+    println!(
+        "speaker kill -9: outage {:?} ms",
+        longest_outage_ms(&records)
+    );
+    let named = c
+        .wait_announcer("web", Some(&format!("node-{owner}")), WAIT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    assert_eq!(answering(&c, vip), vec![index_of(&named)], "{}", c.logs());
+    c.restart_speaker(owner, &[]).unwrap();
+    for i in 1..=3 {
+        c.wait_members(i, 3).unwrap();
+    }
+
+    // Rolling restart of every speaker with SIGTERM, one at a time: not one request fails.
+    let mut p = probe(&c, target, 400);
+    for i in 1..=3 {
+        c.stop_speaker(i).unwrap();
+        c.restart_speaker(i, &[]).unwrap();
+        for j in 1..=3 {
+            c.wait_members(j, 3).unwrap();
+        }
+    }
+    assert!(p.wait_timeout(Duration::from_secs(60)).unwrap().is_some());
+    let records = parse_records(&p.log_text());
+    let failed: Vec<_> = records.iter().filter(|r| !r.ok()).collect();
+    println!(
+        "rolling restart: {} requests, {} failed",
+        records.len(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "rolling restart lost requests: {failed:?}\n{}",
+        c.logs()
+    );
+    let owner = index_of(&c.announcer("web", WAIT).unwrap());
+    assert_eq!(answering(&c, vip), vec![owner], "{}", c.logs());
+
     // The owner's link goes down: the probe loop measures the outage.
-    let mut p = probe(&c, SocketAddr::new(vip, BACKEND_PORT), 80);
+    let mut p = probe(&c, target, 80);
     std::thread::sleep(Duration::from_millis(1000));
     c.lab.set_link(Port::Node(owner), false).unwrap();
     assert!(p.wait_timeout(Duration::from_secs(30)).unwrap().is_some());
@@ -105,9 +158,17 @@ fn one_node_answers_and_another_takes_over_when_it_dies() {
 fn dual_stack_service_keeps_both_families_on_one_node() {
     let c = Cluster::start(3, &[]).unwrap();
     let spec = "  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n";
-    apply(&c.env, &c.lab, &service_yaml("dual", &[], spec, BACKEND_PORT)).unwrap();
+    apply(
+        &c.env,
+        &c.lab,
+        &service_yaml("dual", &[], spec, BACKEND_PORT),
+    )
+    .unwrap();
     let ips = wait_ingress(&c.env, "default", "dual", 2, WAIT).unwrap();
-    let owner = index_of(&c.announcer("dual", WAIT).unwrap_or_else(|e| panic!("{e}\n{}", c.logs())));
+    let owner = index_of(
+        &c.announcer("dual", WAIT)
+            .unwrap_or_else(|e| panic!("{e}\n{}", c.logs())),
+    );
     flush_neigh(&c.lab, Port::Client).unwrap();
     for a in &ips {
         let addr = ip(a);
@@ -115,4 +176,174 @@ fn dual_stack_service_keeps_both_families_on_one_node() {
         let rec = tcp_get(&c.lab, Port::Client, SocketAddr::new(addr, BACKEND_PORT)).unwrap();
         assert_eq!(rec.node, Some(format!("node-{owner}")), "{addr}: {rec:?}");
     }
+}
+
+#[test]
+fn sharing_services_have_one_owner() {
+    let c = Cluster::start(3, &[]).unwrap();
+    let ann = [
+        ("ferrolb.io/allow-shared-ip", "k"),
+        ("ferrolb.io/loadBalancerIPs", "192.0.2.100"),
+    ];
+    apply(
+        &c.env,
+        &c.lab,
+        &service_yaml("share-a", &ann, "", BACKEND_PORT),
+    )
+    .unwrap();
+    apply(&c.env, &c.lab, &service_yaml("share-b", &ann, "", 8080)).unwrap();
+    for s in ["share-a", "share-b"] {
+        assert_eq!(
+            wait_ingress(&c.env, "default", s, 1, WAIT).unwrap(),
+            vec!["192.0.2.100".to_string()]
+        );
+    }
+    let a = c.announcer("share-a", WAIT).unwrap();
+    let b = c.announcer("share-b", WAIT).unwrap();
+    assert_eq!(a, b, "sharing Services announced by two nodes");
+    assert_eq!(answering(&c, ip("192.0.2.100")), vec![index_of(&a)]);
+}
+
+/// Applies an EndpointSlice for Service `svc` with one ready endpoint per node in `nodes`, as the
+/// endpoint-slice controller would.
+fn endpoints(c: &Cluster, svc: &str, nodes: &[usize]) {
+    let mut eps = String::new();
+    for n in nodes {
+        eps.push_str(&format!(
+            "- addresses: [\"192.0.2.{}\"]\n  nodeName: node-{n}\n  conditions: {{ready: true, serving: true}}\n",
+            200 + n
+        ));
+    }
+    if nodes.is_empty() {
+        eps.push_str("[]\n");
+    }
+    let yaml = format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {svc}-lab\n  namespace: default\n  labels: {{kubernetes.io/service-name: {svc}}}\naddressType: IPv4\nports: [{{name: p, port: 80, protocol: TCP}}]\nendpoints:\n{eps}---\n"
+    );
+    apply(&c.env, &c.lab, &yaml).unwrap();
+}
+
+#[test]
+fn local_traffic_policy_follows_the_endpoints() {
+    let c = Cluster::start(3, &[]).unwrap();
+    let spec = "  externalTrafficPolicy: Local\n";
+    apply(
+        &c.env,
+        &c.lab,
+        &service_yaml("local", &[], spec, BACKEND_PORT),
+    )
+    .unwrap();
+    let vip = ip(&wait_ingress(&c.env, "default", "local", 1, WAIT).unwrap()[0]);
+    // No endpoints anywhere: nobody answers, and the condition says why.
+    ferrolb_lab::cmd::wait_for(
+        "the NoEndpoints condition",
+        WAIT,
+        Duration::from_millis(200),
+        || (c.condition_reason("local").ok()? == "NoEndpoints").then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    assert!(answering(&c, vip).is_empty());
+    for n in [2, 3, 1] {
+        endpoints(&c, "local", &[n]);
+        ferrolb_lab::cmd::wait_for(
+            &format!("node-{n} to announce"),
+            WAIT,
+            Duration::from_millis(200),
+            || {
+                (c.announcer("local", Duration::from_millis(1)).ok()? == format!("node-{n}"))
+                    .then_some(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+        assert_eq!(answering(&c, vip), vec![n], "{}", c.logs());
+        let rec = tcp_get(&c.lab, Port::Client, SocketAddr::new(vip, BACKEND_PORT)).unwrap();
+        assert_eq!(rec.node, Some(format!("node-{n}")));
+    }
+}
+
+#[test]
+fn partition_fences_the_minority_and_heals_to_one_owner() {
+    let c = Cluster::start(3, &[]).unwrap();
+    apply(&c.env, &c.lab, &service_yaml("web", &[], "", BACKEND_PORT)).unwrap();
+    let vip = ip(&wait_ingress(&c.env, "default", "web", 1, WAIT).unwrap()[0]);
+    let owner = index_of(&c.announcer("web", WAIT).unwrap());
+    let others: Vec<Port> = (1..=3).filter(|i| *i != owner).map(Port::Node).collect();
+    // The owner and the client on one side, the two other nodes and the API server on the other.
+    let mut majority = others.clone();
+    majority.push(Port::Api);
+    c.lab
+        .partition(&[Port::Node(owner), Port::Client], &majority)
+        .unwrap();
+    // The owner loses quorum and stops answering: the client, on its side, gets no answer.
+    ferrolb_lab::cmd::wait_for(
+        "the minority owner to stop answering",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || (c.metric(owner, "ferrolb_speaker_quorum").ok()? == 0.0).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    assert!(answering(&c, vip).is_empty(), "{}", c.logs());
+    // The majority elected one of its own.
+    let majority_owners: Vec<usize> = others
+        .iter()
+        .map(|p| match p {
+            Port::Node(i) => *i,
+            _ => 0,
+        })
+        .filter(|i| {
+            c.metrics(*i)
+                .map(|m| m.contains(&format!("ip=\"{vip}\"")))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert_eq!(majority_owners.len(), 1, "{}", c.logs());
+
+    // Heal: the hash winner (the old owner) takes the address back; one node answers and the
+    // client's neighbour entry converges to it.
+    c.lab.heal().unwrap();
+    for i in 1..=3 {
+        c.wait_members(i, 3).unwrap();
+    }
+    ferrolb_lab::cmd::wait_for(
+        "one owner after healing",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || (answering(&c, vip) == vec![owner]).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let rec = tcp_get(&c.lab, Port::Client, SocketAddr::new(vip, BACKEND_PORT)).unwrap();
+    assert_eq!(rec.node, Some(format!("node-{owner}")));
+    let entry = ferrolb_lab::observe::neigh(&c.lab, Port::Client, vip).unwrap();
+    assert_eq!(entry.map(|e| e.0), Some(Port::Node(owner).mac()));
+}
+
+#[test]
+fn api_server_outage_keeps_announcing_and_still_fails_over() {
+    let mut c = Cluster::start(3, &[]).unwrap();
+    apply(&c.env, &c.lab, &service_yaml("web", &[], "", BACKEND_PORT)).unwrap();
+    let vip = ip(&wait_ingress(&c.env, "default", "web", 1, WAIT).unwrap()[0]);
+    let owner = index_of(&c.announcer("web", WAIT).unwrap());
+    c.env.stop().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(answering(&c, vip), vec![owner], "{}", c.logs());
+    // A node dies while the API server is down: gossip moves the address on the last known state.
+    c.lab.set_link(Port::Node(owner), false).unwrap();
+    let successor = ferrolb_lab::cmd::wait_for(
+        "another node to answer during the outage",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let a = answering(&c, vip);
+            (a.len() == 1 && a[0] != owner).then(|| a[0])
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let rec = tcp_get(&c.lab, Port::Client, SocketAddr::new(vip, BACKEND_PORT)).unwrap();
+    assert_eq!(rec.node, Some(format!("node-{successor}")));
+    // The API server comes back: the condition catches up.
+    c.env.restart(&c.lab).unwrap();
+    let named = c
+        .wait_announcer("web", Some(&format!("node-{owner}")), WAIT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    assert_eq!(index_of(&named), successor);
 }

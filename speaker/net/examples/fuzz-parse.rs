@@ -43,7 +43,7 @@ fn main() -> ExitCode {
     let start = Instant::now();
     let mut run = 0u64;
     // Check the clock every 4096 inputs only; it costs more than a parse.
-    while run % 4096 != 0 || start.elapsed() < limit {
+    while !run.is_multiple_of(4096) || start.elapsed() < limit {
         let input = next_input(&mut rng, &corpus);
         match std::panic::catch_unwind(|| check(&input)) {
             Ok(outcome) => tally.add(outcome),

@@ -71,7 +71,9 @@ pub(crate) fn socket_hint(iface: &str, err: &io::Error) -> String {
         Some(libc::ENODEV) | Some(libc::ENXIO) => {
             "the interface does not exist (any more) in this network namespace".into()
         }
-        Some(libc::ENETDOWN) => format!("the interface is down; bring it up (`ip link set {iface} up`)"),
+        Some(libc::ENETDOWN) => {
+            format!("the interface is down; bring it up (`ip link set {iface} up`)")
+        }
         Some(libc::EAFNOSUPPORT) => "this kernel has no AF_PACKET support (CONFIG_PACKET)".into(),
         Some(libc::EMFILE) | Some(libc::ENFILE) => {
             "out of file descriptors; raise the speaker's open-files limit".into()
@@ -152,6 +154,9 @@ mod tests {
             source: io::Error::from_raw_os_error(libc::EPERM),
         };
         let text = err.to_string();
-        assert!(text.starts_with("opening a raw socket on eth0 needs CAP_NET_RAW"), "{text}");
+        assert!(
+            text.starts_with("opening a raw socket on eth0 needs CAP_NET_RAW"),
+            "{text}"
+        );
     }
 }

@@ -116,7 +116,9 @@ pub enum ParseError {
         "ARP for Ethernet/IPv4 with hardware length {hlen} and protocol length {plen} (RFC 826 says 6 and 4)"
     )]
     ArpLengths { hlen: u8, plen: u8 },
-    #[error("ARP sender hardware address {0} is multicast or broadcast; answering would flood the segment")]
+    #[error(
+        "ARP sender hardware address {0} is multicast or broadcast; answering would flood the segment"
+    )]
     ArpMulticastSender(MacAddr),
     #[error("ARP sender IP {0} is multicast, broadcast or loopback, which no host may use")]
     ArpBadSenderIp(Ipv4Addr),
@@ -124,13 +126,17 @@ pub enum ParseError {
     Ipv6Version(u8),
     #[error("Ethernet source {0} of a Neighbor Solicitation is multicast or broadcast")]
     NsMulticastSourceMac(MacAddr),
-    #[error("Neighbor Solicitation with hop limit {0}, not 255: it crossed a router (RFC 4861 §7.1.1)")]
+    #[error(
+        "Neighbor Solicitation with hop limit {0}, not 255: it crossed a router (RFC 4861 §7.1.1)"
+    )]
     NsHopLimit(u8),
     #[error("Neighbor Solicitation with ICMPv6 code {0}, not 0 (RFC 4861 §7.1.1)")]
     NsCode(u8),
     #[error("Neighbor Solicitation of {0} bytes, shorter than 24 (RFC 4861 §7.1.1)")]
     NsTooShort(usize),
-    #[error("Neighbor Solicitation with ICMPv6 checksum {got:#06x}, computed {want:#06x} (RFC 4861 §7.1.1)")]
+    #[error(
+        "Neighbor Solicitation with ICMPv6 checksum {got:#06x}, computed {want:#06x} (RFC 4861 §7.1.1)"
+    )]
     NsChecksum { got: u16, want: u16 },
     #[error("Neighbor Solicitation for multicast target {0} (RFC 4861 §7.1.1)")]
     NsMulticastTarget(Ipv6Addr),
@@ -193,7 +199,13 @@ pub fn arp_reply(
 /// that existing cache entries switch to `mac`, Solicited=0, Router=0, with a target link-layer
 /// address option.
 pub fn unsolicited_na(mac: MacAddr, ip: Ipv6Addr) -> Vec<u8> {
-    na_frame(mac, ip, multicast_mac(ALL_NODES), ALL_NODES, NA_FLAG_OVERRIDE)
+    na_frame(
+        mac,
+        ip,
+        multicast_mac(ALL_NODES),
+        ALL_NODES,
+        NA_FLAG_OVERRIDE,
+    )
 }
 
 /// The Neighbor Advertisement answering a solicitation for `target` from `dst_ip` at `dst_mac`
@@ -334,11 +346,13 @@ fn parse_arp(frame: &[u8]) -> Result<Option<Request>, ParseError> {
 
 fn parse_ns(frame: &[u8]) -> Result<Option<Request>, ParseError> {
     let ip = ETH_HEADER_LEN;
-    let header = frame.get(ip..ip + IPV6_HEADER_LEN).ok_or(ParseError::Truncated {
-        what: "IPv6 header",
-        need: ip + IPV6_HEADER_LEN,
-        got: frame.len(),
-    })?;
+    let header = frame
+        .get(ip..ip + IPV6_HEADER_LEN)
+        .ok_or(ParseError::Truncated {
+            what: "IPv6 header",
+            need: ip + IPV6_HEADER_LEN,
+            got: frame.len(),
+        })?;
     let version = header.first().map_or(0, |b| b >> 4);
     if version != 6 {
         return Err(ParseError::Ipv6Version(version));

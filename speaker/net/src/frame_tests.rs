@@ -27,78 +27,62 @@ fn hex(s: &str) -> Vec<u8> {
 }
 
 fn assert_bytes(got: &[u8], want: &[u8]) {
-    assert_eq!(
-        got,
-        want,
-        "\ngot:\n{:?}\nwant:\n{:?}",
-        Hex(got),
-        Hex(want)
-    );
+    assert_eq!(got, want, "\ngot:\n{:?}\nwant:\n{:?}", Hex(got), Hex(want));
 }
 
 // ---------------------------------------------------------------- builders, byte by byte
 
 #[test]
 fn garp_request_is_an_rfc5227_announcement() {
-    let want = hex(
-        "ff ff ff ff ff ff | 02 fe 00 00 00 0b | 08 06
+    let want = hex("ff ff ff ff ff ff | 02 fe 00 00 00 0b | 08 06
          00 01 | 08 00 | 06 | 04 | 00 01
          02 fe 00 00 00 0b | c0 00 02 46
-         00 00 00 00 00 00 | c0 00 02 46",
-    );
+         00 00 00 00 00 00 | c0 00 02 46");
     assert_bytes(&garp_request(MAC, VIP4), &want);
     assert_eq!(want.len(), ARP_FRAME_LEN);
 }
 
 #[test]
 fn garp_reply_repeats_the_sender_as_target() {
-    let want = hex(
-        "ff ff ff ff ff ff | 02 fe 00 00 00 0b | 08 06
+    let want = hex("ff ff ff ff ff ff | 02 fe 00 00 00 0b | 08 06
          00 01 | 08 00 | 06 | 04 | 00 02
          02 fe 00 00 00 0b | c0 00 02 46
-         02 fe 00 00 00 0b | c0 00 02 46",
-    );
+         02 fe 00 00 00 0b | c0 00 02 46");
     assert_bytes(&garp_reply(MAC, VIP4), &want);
 }
 
 #[test]
 fn arp_reply_goes_to_the_requester() {
-    let want = hex(
-        "02 fe 00 00 00 03 | 02 fe 00 00 00 0b | 08 06
+    let want = hex("02 fe 00 00 00 03 | 02 fe 00 00 00 0b | 08 06
          00 01 | 08 00 | 06 | 04 | 00 02
          02 fe 00 00 00 0b | c0 00 02 46
-         02 fe 00 00 00 03 | c0 00 02 03",
-    );
+         02 fe 00 00 00 03 | c0 00 02 03");
     assert_bytes(&arp_reply(MAC, VIP4, CLIENT_MAC, CLIENT4), &want);
 }
 
 #[test]
 fn unsolicited_na_goes_to_all_nodes_with_override() {
     // Checksum 0xf742 computed separately (Python) over the pseudo-header and message.
-    let want = hex(
-        "33 33 00 00 00 01 | 02 fe 00 00 00 0b | 86 dd
+    let want = hex("33 33 00 00 00 01 | 02 fe 00 00 00 0b | 86 dd
          60 00 00 00 | 00 20 | 3a | ff
          20 01 0d b8 00 00 00 00 00 00 00 00 00 01 00 70
          ff 02 00 00 00 00 00 00 00 00 00 00 00 00 00 01
          88 | 00 | f7 42 | 20 00 00 00
          20 01 0d b8 00 00 00 00 00 00 00 00 00 01 00 70
-         02 | 01 | 02 fe 00 00 00 0b",
-    );
+         02 | 01 | 02 fe 00 00 00 0b");
     assert_bytes(&unsolicited_na(MAC, VIP6), &want);
     assert_eq!(want.len(), NA_FRAME_LEN);
 }
 
 #[test]
 fn solicited_na_is_unicast_with_solicited_and_override() {
-    let want = hex(
-        "02 fe 00 00 00 03 | 02 fe 00 00 00 0b | 86 dd
+    let want = hex("02 fe 00 00 00 03 | 02 fe 00 00 00 0b | 86 dd
          60 00 00 00 | 00 20 | 3a | ff
          20 01 0d b8 00 00 00 00 00 00 00 00 00 01 00 70
          20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 03
          88 | 00 | 88 8a | 60 00 00 00
          20 01 0d b8 00 00 00 00 00 00 00 00 00 01 00 70
-         02 | 01 | 02 fe 00 00 00 0b",
-    );
+         02 | 01 | 02 fe 00 00 00 0b");
     assert_bytes(&solicited_na(MAC, VIP6, CLIENT_MAC, CLIENT6), &want);
 }
 
@@ -245,10 +229,7 @@ fn an_rfc5227_probe_is_answered_with_target_ip_zero() {
 fn announcements_and_replies_are_not_requests() {
     assert_eq!(parse(&garp_request(CLIENT_MAC, VIP4)), Ok(None));
     assert_eq!(parse(&garp_reply(CLIENT_MAC, VIP4)), Ok(None));
-    assert_eq!(
-        parse(&arp_reply(CLIENT_MAC, VIP4, MAC, CLIENT4)),
-        Ok(None)
-    );
+    assert_eq!(parse(&arp_reply(CLIENT_MAC, VIP4, MAC, CLIENT4)), Ok(None));
     assert_eq!(parse(&unsolicited_na(CLIENT_MAC, VIP6)), Ok(None));
     assert_eq!(
         parse(&solicited_na(CLIENT_MAC, VIP6, MAC, CLIENT6)),

@@ -14,6 +14,9 @@ pub struct Interface {
     /// Kernel interface index (`ip link` shows it first).
     pub index: u32,
     pub mac: MacAddr,
+    /// Administratively up and operationally running (IFF_UP and IFF_RUNNING: carrier present,
+    /// `ip link` shows `state UP`), when it was read.
+    pub up: bool,
     /// The interface's own addresses (not the VIPs a speaker answers for).
     pub addresses: Vec<IfAddr>,
 }
@@ -34,7 +37,9 @@ impl fmt::Display for IfAddr {
 impl Interface {
     /// Whether `ip` lies in one of the interface's subnets (on-link: reachable by ARP/NDP).
     pub fn is_on_link(&self, ip: IpAddr) -> bool {
-        self.addresses.iter().any(|a| same_prefix(a.ip, ip, a.prefix))
+        self.addresses
+            .iter()
+            .any(|a| same_prefix(a.ip, ip, a.prefix))
     }
 }
 
@@ -79,6 +84,7 @@ fn convert(i: &pnet_datalink::NetworkInterface) -> Option<Interface> {
         name: i.name.clone(),
         index: i.index,
         mac,
+        up: i.is_up() && i.is_running(),
         addresses: i
             .ips
             .iter()
@@ -93,7 +99,9 @@ fn convert(i: &pnet_datalink::NetworkInterface) -> Option<Interface> {
 fn same_prefix(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
     match (a, b) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0);
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
             u32::from(a) & mask == u32::from(b) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(b)) => {
@@ -116,6 +124,7 @@ mod tests {
             name: "eth0".into(),
             index: 2,
             mac: MacAddr::new(2, 0, 0, 0, 0, 1),
+            up: true,
             addresses: vec![
                 IfAddr {
                     ip: "192.0.2.11".parse().unwrap(),

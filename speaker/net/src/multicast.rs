@@ -55,7 +55,10 @@ impl Drop for MulticastMembership {
 
 /// Joins the solicited-node group of `ip` on interface `iface_index` in the calling thread's
 /// network namespace.
-pub fn join_solicited_node(iface_index: u32, ip: Ipv6Addr) -> Result<MulticastMembership, NetError> {
+pub fn join_solicited_node(
+    iface_index: u32,
+    ip: Ipv6Addr,
+) -> Result<MulticastMembership, NetError> {
     join_group(iface_index, solicited_node(ip))
 }
 

@@ -16,13 +16,13 @@ use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, sockopt};
 use pnet_base::MacAddr;
 use pnet_datalink::{Channel, DataLinkReceiver, DataLinkSender, NetworkInterface};
 use tracing::{debug, info, trace, warn};
@@ -60,6 +60,8 @@ pub struct Counters {
     pub malformed: u64,
     /// Frames the kernel refused to send.
     pub send_errors: u64,
+    /// Errors reported by the socket while receiving (the interface went down, for one).
+    pub receive_errors: u64,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +72,7 @@ struct AtomicCounters {
     na_sent: AtomicU64,
     malformed: AtomicU64,
     send_errors: AtomicU64,
+    receive_errors: AtomicU64,
 }
 
 impl AtomicCounters {
@@ -82,6 +85,7 @@ impl AtomicCounters {
             na_sent: get(&self.na_sent),
             malformed: get(&self.malformed),
             send_errors: get(&self.send_errors),
+            receive_errors: get(&self.receive_errors),
         }
     }
 }
@@ -159,6 +163,7 @@ impl Responder {
             source,
         };
         let fd = filtered_packet_socket().map_err(socket_error)?;
+        let raw_fd = fd.as_raw_fd();
         let config = pnet_datalink::Config {
             read_buffer_size: READ_BUFFER,
             read_timeout: Some(READ_TIMEOUT),
@@ -200,7 +205,7 @@ impl Responder {
             .name(format!("arp-ndp-{}", iface.name))
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || receive_loop(&shared, rx)
+                move || receive_loop(&shared, rx, raw_fd)
             })
             .map_err(|e| NetError::Socket {
                 iface: iface.name.clone(),
@@ -344,7 +349,9 @@ fn is_ownable(ip: IpAddr) -> bool {
     }
 }
 
-fn receive_loop(shared: &Shared, mut rx: Box<dyn DataLinkReceiver>) {
+/// Receives until told to stop. `fd` is the descriptor of the socket inside `rx` (pnet owns it and
+/// closes it when `rx` and the sender are dropped).
+fn receive_loop(shared: &Shared, mut rx: Box<dyn DataLinkReceiver>, fd: RawFd) {
     let span = tracing::info_span!("responder", iface = %shared.iface);
     let _enter = span.enter();
     let mut last_warning: Option<Instant> = None;
@@ -354,17 +361,55 @@ fn receive_loop(shared: &Shared, mut rx: Box<dyn DataLinkReceiver>) {
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                    io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
                 ) => {}
             Err(e) => {
-                // A link going down reports as an error on the socket (ENETDOWN) until it is up
-                // again; back off instead of spinning, and keep listening.
+                bump(&shared.counters.receive_errors);
+                // When the interface goes down the kernel sets ENETDOWN on the socket. pnet sees
+                // POLLERR without data and returns "Unexpected poll event" without reading the
+                // error, so every later poll would fail at once: read (and so clear) it here. The
+                // socket stays bound and receives again once the interface is back up.
+                let pending = take_socket_error(fd, rx.as_ref());
                 if should_warn(&mut last_warning) {
-                    warn!(error = %e, "receiving on the packet socket failed; retrying");
+                    let cause = pending.as_ref().unwrap_or(&e);
+                    warn!(
+                        error = %cause,
+                        hint = %receive_hint(&shared.iface, cause),
+                        "receiving on the packet socket failed; still listening"
+                    );
                 }
+                // Never spin on an error that does not clear.
                 std::thread::sleep(READ_TIMEOUT);
             }
         }
+    }
+}
+
+/// Reads and clears the socket's pending error (SO_ERROR). Borrowing `rx` proves the descriptor is
+/// still open.
+fn take_socket_error(fd: RawFd, _rx: &dyn DataLinkReceiver) -> Option<io::Error> {
+    // SAFETY: `fd` belongs to the socket owned by `_rx` (pnet closes it only when the receiver and
+    // sender are both dropped); `_rx` is borrowed for this whole call, so the descriptor is open and
+    // cannot be closed and reused for another file while the borrowed handle exists.
+    let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+    match nix::sys::socket::getsockopt(&socket, sockopt::SocketError) {
+        Ok(0) => None,
+        Ok(errno) => Some(io::Error::from_raw_os_error(errno)),
+        Err(errno) => Some(errno.into()),
+    }
+}
+
+fn receive_hint(iface: &str, err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(libc::ENETDOWN) => {
+            format!("interface {iface} went down; requests are answered again once it is up")
+        }
+        Some(libc::ENODEV) | Some(libc::ENXIO) => {
+            format!("interface {iface} disappeared; restart the responder once it is back")
+        }
+        _ => "unexpected error from the kernel".into(),
     }
 }
 
@@ -477,18 +522,18 @@ const SNAP: u32 = READ_BUFFER as u32;
 /// §4.3) directly after a plain IPv6 header; drop frames this host sent (`PACKET_OUTGOING`) and
 /// unicast frames for other MACs (`PACKET_OTHERHOST`). Jump offsets count instructions skipped.
 pub(crate) const FILTER: [libc::sock_filter; 12] = [
-    insn(LD_W_ABS, 0, 0, PKTTYPE),                 // 0: A = pkttype
-    insn(JEQ_K, 9, 0, PACKET_OUTGOING),            // 1: sent by us -> 11 drop
-    insn(JEQ_K, 8, 0, PACKET_OTHERHOST),           // 2: for another MAC -> 11 drop
-    insn(LD_H_ABS, 0, 0, 12),                      // 3: A = EtherType
-    insn(JEQ_K, 5, 0, frame::ETHERTYPE_ARP as u32), // 4: ARP -> 10 accept
+    insn(LD_W_ABS, 0, 0, PKTTYPE),                   // 0: A = pkttype
+    insn(JEQ_K, 9, 0, PACKET_OUTGOING),              // 1: sent by us -> 11 drop
+    insn(JEQ_K, 8, 0, PACKET_OTHERHOST),             // 2: for another MAC -> 11 drop
+    insn(LD_H_ABS, 0, 0, 12),                        // 3: A = EtherType
+    insn(JEQ_K, 5, 0, frame::ETHERTYPE_ARP as u32),  // 4: ARP -> 10 accept
     insn(JEQ_K, 0, 5, frame::ETHERTYPE_IPV6 as u32), // 5: not IPv6 -> 11 drop
-    insn(LD_B_ABS, 0, 0, 14 + 6),                  // 6: A = IPv6 next header
-    insn(JEQ_K, 0, 3, 58),                         // 7: not ICMPv6 -> 11 drop
-    insn(LD_B_ABS, 0, 0, 14 + 40),                 // 8: A = ICMPv6 type
-    insn(JEQ_K, 0, 1, 135),                        // 9: not NS -> 11 drop
-    insn(RET_K, 0, 0, SNAP),                       // 10: accept
-    insn(RET_K, 0, 0, 0),                          // 11: drop
+    insn(LD_B_ABS, 0, 0, 14 + 6),                    // 6: A = IPv6 next header
+    insn(JEQ_K, 0, 3, 58),                           // 7: not ICMPv6 -> 11 drop
+    insn(LD_B_ABS, 0, 0, 14 + 40),                   // 8: A = ICMPv6 type
+    insn(JEQ_K, 0, 1, 135),                          // 9: not NS -> 11 drop
+    insn(RET_K, 0, 0, SNAP),                         // 10: accept
+    insn(RET_K, 0, 0, 0),                            // 11: drop
 ];
 
 #[cfg(test)]
@@ -552,7 +597,11 @@ mod tests {
         ns[54] = 135;
         assert_eq!(run_filter(&ns, MULTICAST), SNAP);
         let na = frame::unsolicited_na(PEER, vip6);
-        assert_eq!(run_filter(&na, MULTICAST), 0, "advertisements are not requests");
+        assert_eq!(
+            run_filter(&na, MULTICAST),
+            0,
+            "advertisements are not requests"
+        );
         let mut udp = ns.clone();
         udp[20] = 17;
         assert_eq!(run_filter(&udp, HOST), 0);

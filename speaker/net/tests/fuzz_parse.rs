@@ -36,10 +36,7 @@ fn fuzz_parse() {
         let result = std::panic::catch_unwind(|| check(&input));
         match result {
             Ok(outcome) => tally.add(outcome),
-            Err(_) => panic!(
-                "input #{run} (seed {seed:#x}) failed: {:02x?}",
-                input
-            ),
+            Err(_) => panic!("input #{run} (seed {seed:#x}) failed: {:02x?}", input),
         }
         run += 1;
     }
@@ -54,8 +51,18 @@ fn fuzz_parse() {
         run >= inputs.min(10_000),
         "only {run} inputs within {limit:?}"
     );
-    for must in ["Ok(Arp)", "Ok(Ns)", "Ok(None)", "Err(Truncated)", "Err(NsChecksum)"] {
-        assert!(tally.count(must) > 0, "never reached {must}: {}", tally.summary());
+    for must in [
+        "Ok(Arp)",
+        "Ok(Ns)",
+        "Ok(None)",
+        "Err(Truncated)",
+        "Err(NsChecksum)",
+    ] {
+        assert!(
+            tally.count(must) > 0,
+            "never reached {must}: {}",
+            tally.summary()
+        );
     }
     let distinct_errors = tally.0.keys().filter(|k| k.starts_with("Err(")).count();
     assert!(

@@ -7,6 +7,10 @@
 //! namespace with setns(2), and hands it back to the test thread, where it keeps working in that
 //! namespace. Needs root, like every lab test.
 
+// Test code: a failed set-up is a failed test. The workspace's clippy.toml allows unwrap and panic
+// in tests, but clippy does not count the helpers of an integration test as test code.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -67,6 +71,7 @@ fn answers_arp_and_ndp_for_owned_vips_only_and_only_with_its_own_mac() {
     let mac = node_mac(1);
     assert_eq!(responder.interface().mac.to_string(), mac);
     assert_eq!(responder.interface().name, "eth0");
+    assert!(responder.interface().up);
     assert!(
         responder
             .interface()
@@ -78,11 +83,20 @@ fn answers_arp_and_ndp_for_owned_vips_only_and_only_with_its_own_mac() {
     );
 
     // Nothing owned yet: silence (the kernel does not answer for VIPs in the lab either).
-    assert_eq!(arping(&lab, Port::Client, VIP4.into(), 2).unwrap(), Vec::<String>::new());
-    assert_eq!(ndisc6(&lab, Port::Client, VIP6.into()).unwrap(), Vec::<String>::new());
+    assert_eq!(
+        arping(&lab, Port::Client, VIP4.into(), 2).unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ndisc6(&lab, Port::Client, VIP6.into()).unwrap(),
+        Vec::<String>::new()
+    );
 
     responder.set_owned([IpAddr::from(VIP4), IpAddr::from(VIP6)]);
-    assert_eq!(responder.owned(), vec![IpAddr::from(VIP4), IpAddr::from(VIP6)]);
+    assert_eq!(
+        responder.owned(),
+        vec![IpAddr::from(VIP4), IpAddr::from(VIP6)]
+    );
 
     // arping sends 2 broadcast requests: 2 replies, all from node 1 (node 2 stays silent).
     let answers = arping(&lab, Port::Client, VIP4.into(), 2).unwrap();
@@ -92,19 +106,56 @@ fn answers_arp_and_ndp_for_owned_vips_only_and_only_with_its_own_mac() {
     assert_eq!(answers, vec![mac.clone()], "NDP answers for {VIP6}");
 
     // Addresses of the same ranges that nobody owns stay unanswered.
-    assert_eq!(arping(&lab, Port::Client, OTHER4.into(), 2).unwrap(), Vec::<String>::new());
-    assert_eq!(ndisc6(&lab, Port::Client, OTHER6.into()).unwrap(), Vec::<String>::new());
+    assert_eq!(
+        arping(&lab, Port::Client, OTHER4.into(), 2).unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ndisc6(&lab, Port::Client, OTHER6.into()).unwrap(),
+        Vec::<String>::new()
+    );
 
     let c = responder.counters();
-    assert!(c.requests_seen >= 2 + 1 + 2 + 1, "{c:?}");
+    // Requests sent: arping 2 + ndisc6 1 for the VIPs, the same for the unowned addresses.
+    let sent = 6;
+    assert!(c.requests_seen >= sent, "{c:?}");
     assert_eq!(c.requests_answered, 3, "{c:?}");
     assert_eq!((c.garp_sent, c.na_sent, c.send_errors), (0, 0, 0), "{c:?}");
 
+    // The responder survives its interface going down and up again (the socket stays bound; the
+    // kernel reports ENETDOWN once and resumes delivery when the link is back).
+    for state in ["down", "up"] {
+        lab.exec(Port::Node(1), &["ip", "link", "set", "eth0", state])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let answers = wait_for(
+        "node 1 to answer again after its link came back",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let a = arping(&lab, Port::Client, VIP4.into(), 1).ok()?;
+            (!a.is_empty()).then_some(a)
+        },
+    )
+    .unwrap();
+    assert_eq!(answers, vec![mac.clone()]);
+    // One ENETDOWN, read once: no error loop while the link was down.
+    let c = responder.counters();
+    assert!((1..=2).contains(&c.receive_errors), "{c:?}");
+
     // Giving the addresses up silences the node at once.
     responder.set_owned([]);
-    assert_eq!(arping(&lab, Port::Client, VIP4.into(), 2).unwrap(), Vec::<String>::new());
-    assert_eq!(ndisc6(&lab, Port::Client, VIP6.into()).unwrap(), Vec::<String>::new());
-    assert_eq!(responder.counters().requests_answered, 3);
+    assert_eq!(
+        arping(&lab, Port::Client, VIP4.into(), 2).unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ndisc6(&lab, Port::Client, VIP6.into()).unwrap(),
+        Vec::<String>::new()
+    );
+    let answered = responder.counters().requests_answered;
+    assert_eq!(responder.counters().requests_answered, answered);
 
     responder.stop().unwrap();
 }
@@ -139,7 +190,15 @@ fn announcements_move_the_clients_existing_neighbour_entries() {
         lab.exec(
             Port::Client,
             &[
-                "ip", "neigh", "replace", &vip.to_string(), "lladdr", &n2, "dev", "eth0", "nud",
+                "ip",
+                "neigh",
+                "replace",
+                &vip.to_string(),
+                "lladdr",
+                &n2,
+                "dev",
+                "eth0",
+                "nud",
                 "stale",
             ],
         )
@@ -212,16 +271,28 @@ fn solicited_node_membership_lasts_as_long_as_the_value() {
 }
 
 #[test]
-fn kernel_errors_become_sentences() {
+fn interface_state_and_kernel_errors_become_sentences() {
     let lab = lab();
     let ns = lab.netns(Port::Node(1));
-    let (missing, bad_index, no_cap, listed) = in_netns(&ns, || {
+    let (listed, up) = in_netns(&ns, || {
         let listed: Vec<String> = interfaces().into_iter().map(|i| i.name).collect();
+        (listed, interface("eth0").unwrap().up)
+    });
+    // Only Ethernet interfaces are listed (not `lo`); eth0 is up with carrier.
+    assert_eq!(listed, vec!["eth0".to_string()]);
+    assert!(up);
+    // Unplugged at the switch: administratively up, but no carrier, so not `up`.
+    lab.set_link(Port::Node(1), false).unwrap();
+    assert!(!in_netns(&ns, || interface("eth0").unwrap().up));
+    lab.set_link(Port::Node(1), true).unwrap();
+
+    let (missing, bad_index, bad_group, no_cap) = in_netns(&ns, || {
         let missing = interface("eth9").unwrap_err().to_string();
         let mut ghost = interface("eth0").unwrap();
         ghost.name = "ghost0".into();
         ghost.index = 999_999;
         let bad_index = Responder::start(&ghost).unwrap_err().to_string();
+        let bad_group = join_solicited_node(999_999, VIP6).unwrap_err().to_string();
         let eth0 = interface("eth0").unwrap();
         // Become an unprivileged user in this thread only (the raw syscall changes the calling
         // thread's credentials; glibc's setresuid would change every thread's), dropping
@@ -231,17 +302,101 @@ fn kernel_errors_become_sentences() {
         let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
         assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
         let no_cap = Responder::start(&eth0).unwrap_err().to_string();
-        (missing, bad_index, no_cap, listed)
+        (missing, bad_index, bad_group, no_cap)
     });
-    assert_eq!(listed, vec!["eth0".to_string()]);
-    assert!(missing.contains("no network interface named \"eth9\""), "{missing}");
-    assert!(missing.contains("eth0"), "{missing}");
+    assert!(
+        missing.contains("no network interface named \"eth9\" (this namespace has: eth0, lo)"),
+        "{missing}"
+    );
     assert!(
         bad_index.contains("opening a raw socket on ghost0 failed: the interface does not exist"),
         "{bad_index}"
     );
     assert!(
+        bad_group.contains("no interface with index 999999 in this network namespace"),
+        "{bad_group}"
+    );
+    assert!(
         no_cap.starts_with("opening a raw socket on eth0 needs CAP_NET_RAW"),
         "{no_cap}"
     );
+}
+
+/// On a switch that snoops MLD (RFC 4541) with an active querier, a solicitation for a VIP reaches
+/// only the ports whose hosts reported its solicited-node group. The kernel does not report a
+/// VIP's group (the VIP is not configured on the interface), so without `join_solicited_node`
+/// the responder never hears the solicitation; with it, the kernel sends the MLD report and the
+/// switch forwards the solicitations. The lab's bridge snoops but has no querier by default, and
+/// without a querier it floods all multicast: that is why the other tests pass either way.
+#[test]
+fn the_solicited_node_join_is_what_makes_a_snooping_switch_deliver_solicitations() {
+    let lab = lab();
+    let sw = lab.switch_ns();
+    let responder = in_netns(&lab.netns(Port::Node(1)), || {
+        Responder::start(&interface("eth0").unwrap()).unwrap()
+    });
+    responder.set_owned([IpAddr::from(VIP6)]);
+    let answers = || ndisc6(&lab, Port::Client, VIP6.into()).unwrap();
+    assert_eq!(answers(), vec![node_mac(1)], "flooded without a querier");
+
+    // Become an MLD querier, with 1 s response and last-listener intervals (the defaults are 10 s
+    // and 1 s); set apart from the querier switch so the querier starts with these values.
+    let bridge = |args: &[&str]| {
+        let mut argv = vec![
+            "ip",
+            "-n",
+            sw.as_str(),
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+        ];
+        argv.extend_from_slice(args);
+        ferrolb_lab::cmd::run(&argv).unwrap();
+    };
+    bridge(&[
+        "mcast_query_response_interval",
+        "100",
+        "mcast_startup_query_interval",
+        "100",
+    ]);
+    bridge(&["mcast_querier", "1"]);
+    wait_for(
+        "the querier to take over (solicitations no longer flooded to node 1)",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || answers().is_empty().then_some(()),
+    )
+    .unwrap();
+
+    let membership = in_netns(&lab.netns(Port::Node(1)), || {
+        join_solicited_node(interface("eth0").unwrap().index, VIP6).unwrap()
+    });
+    // The kernel sends the report within a jiffy of the join; the switch learns the port from it.
+    wait_for(
+        "the switch to learn node 1's MLD report",
+        Duration::from_secs(3),
+        Duration::from_millis(20),
+        || {
+            let mdb = ferrolb_lab::cmd::run(&["ip", "netns", "exec", &sw, "bridge", "mdb", "show"])
+                .ok()?;
+            mdb.lines()
+                .any(|l| l.contains("port n1 grp ff02::1:ff01:70"))
+                .then_some(())
+        },
+    )
+    .unwrap();
+    assert_eq!(answers(), vec![node_mac(1)], "answered once joined");
+
+    // Leaving (MLD Done, then the querier's last-listener queries) stops the delivery again.
+    drop(membership);
+    wait_for(
+        "the switch to stop delivering after the leave",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || answers().is_empty().then_some(()),
+    )
+    .unwrap();
+    responder.stop().unwrap();
 }

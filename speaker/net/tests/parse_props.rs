@@ -30,7 +30,9 @@ fn sender_ipv4() -> impl Strategy<Value = Ipv4Addr> {
 fn unicast_ipv6() -> impl Strategy<Value = Ipv6Addr> {
     any::<u128>()
         .prop_map(Ipv6Addr::from)
-        .prop_filter("not multicast", |ip| !ip.is_multicast() && !ip.is_unspecified())
+        .prop_filter("not multicast", |ip| {
+            !ip.is_multicast() && !ip.is_unspecified()
+        })
 }
 
 proptest! {
@@ -128,7 +130,7 @@ proptest! {
     #[test]
     fn solicited_node_keeps_the_low_24_bits(ip in any::<u128>().prop_map(Ipv6Addr::from)) {
         let g = u128::from(frame::solicited_node(ip));
-        prop_assert_eq!(g >> 24, 0xff02_0000_0000_0000_0000_0001_ff_u128);
+        prop_assert_eq!(g >> 24, 0xff_0200_0000_0000_0000_0000_01ff_u128);
         prop_assert_eq!(g & 0xff_ffff, u128::from(ip) & 0xff_ffff);
     }
 

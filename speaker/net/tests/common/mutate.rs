@@ -69,7 +69,13 @@ pub fn arp_request(sha: MacAddr, spa: Ipv4Addr, tha: MacAddr, tpa: Ipv4Addr) -> 
 }
 
 /// A Neighbor Solicitation (RFC 4861 §4.3) with a correct checksum.
-pub fn ns(eth_src: MacAddr, src: Ipv6Addr, dst: Ipv6Addr, target: Ipv6Addr, options: &[u8]) -> Vec<u8> {
+pub fn ns(
+    eth_src: MacAddr,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    target: Ipv6Addr,
+    options: &[u8],
+) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&frame::multicast_mac(dst).octets());
     f.extend_from_slice(&eth_src.octets());
@@ -108,8 +114,20 @@ pub fn corpus() -> Vec<Vec<u8>> {
         frame::arp_reply(PEER, VIP4, MAC, PEER4),
         ns(PEER, PEER6, frame::solicited_node(VIP6), VIP6, &sllao(PEER)),
         ns(PEER, PEER6, VIP6, VIP6, &[]),
-        ns(PEER, Ipv6Addr::UNSPECIFIED, frame::solicited_node(VIP6), VIP6, &[]),
-        ns(PEER, PEER6, frame::solicited_node(VIP6), VIP6, &nonce_and_sllao),
+        ns(
+            PEER,
+            Ipv6Addr::UNSPECIFIED,
+            frame::solicited_node(VIP6),
+            VIP6,
+            &[],
+        ),
+        ns(
+            PEER,
+            PEER6,
+            frame::solicited_node(VIP6),
+            VIP6,
+            &nonce_and_sllao,
+        ),
         frame::unsolicited_na(PEER, VIP6),
         frame::solicited_na(PEER, VIP6, MAC, PEER6),
     ]
@@ -205,7 +223,11 @@ pub fn random_frame(rng: &mut Rng) -> Vec<u8> {
     let len = rng.below(129);
     let mut f: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
     if len >= 14 && rng.one_in(2) {
-        let et: [u8; 2] = if rng.one_in(2) { [0x08, 0x06] } else { [0x86, 0xdd] };
+        let et: [u8; 2] = if rng.one_in(2) {
+            [0x08, 0x06]
+        } else {
+            [0x86, 0xdd]
+        };
         f[12..14].copy_from_slice(&et);
         if rng.one_in(2) {
             fix_checksum(&mut f);
@@ -251,7 +273,11 @@ pub fn check(input: &[u8]) -> String {
     if let Ok(Some(req)) = parsed {
         let reply = frame::reply_for(&req, MAC);
         assert_eq!(frame::eth_source(&reply), Some(MAC), "reply source");
-        assert_eq!(frame::parse(&reply), Ok(None), "a reply parsed as a request");
+        assert_eq!(
+            frame::parse(&reply),
+            Ok(None),
+            "a reply parsed as a request"
+        );
         match req {
             Request::Arp { sender_mac, .. } => {
                 assert_eq!(reply.len(), frame::ARP_FRAME_LEN);
@@ -272,7 +298,10 @@ pub fn check(input: &[u8]) -> String {
                     "reply checksum"
                 );
                 assert_eq!(&reply[80..86], &MAC.octets());
-                assert!(!MacAddr::new(reply[0], reply[1], reply[2], reply[3], reply[4], reply[5]).is_broadcast());
+                assert!(
+                    !MacAddr::new(reply[0], reply[1], reply[2], reply[3], reply[4], reply[5])
+                        .is_broadcast()
+                );
             }
         }
         let mut padded = input.to_vec();
