@@ -33,7 +33,7 @@ pub fn links() -> Vec<LinkInfo> {
     ferrolb_net::interfaces()
         .into_iter()
         .map(|i| LinkInfo {
-            up: true, // TODO-UP
+            up: i.up,
             networks: i
                 .addresses
                 .iter()

@@ -389,7 +389,7 @@ impl Speaker<'_> {
                         svc.as_ref(),
                         EventType::Normal,
                         "Announcing",
-                        format!("{}", want.message),
+                        want.message.clone(),
                     );
                 }
                 if !Writer::up_to_date(svc, &want) {

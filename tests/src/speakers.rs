@@ -110,19 +110,27 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     pub fn start(nodes: usize, speaker_args: &[&str]) -> anyhow::Result<Cluster> {
+        let t0 = std::time::Instant::now();
+        let lap =
+            |what: &str| eprintln!("cluster: {what} after {:.1} s", t0.elapsed().as_secs_f64());
         let lab = Lab::new(LabConfig {
             nodes,
             backends: true,
         })?;
+        lap("lab");
         let env = KubeEnv::start(&lab)?;
+        lap("API server");
         install(&env)?;
+        lap("deploy/ installed");
         register_nodes(&env, &lab)?;
         apply(&env, &lab, POOL_AND_ADVERTISEMENT)?;
+        lap("nodes registered");
         let controller = start_controller(&lab, &env, &ControllerOptions::default())?;
         let mut speakers = Vec::new();
         for i in 1..=nodes {
             speakers.push(Some(start_speaker(&lab, &env, i, speaker_args)?));
         }
+        lap("daemons started");
         let c = Cluster {
             lab,
             env,
@@ -132,6 +140,7 @@ impl Cluster {
         for i in 1..=nodes {
             c.wait_members(i, nodes)?;
         }
+        lap("speakers joined");
         Ok(c)
     }
 
@@ -205,7 +214,7 @@ impl Cluster {
 
     /// The Service's Announced condition's reason.
     pub fn condition_reason(&self, service: &str) -> anyhow::Result<String> {
-        Ok(self.env.kubectl(&[
+        self.env.kubectl(&[
             "-n",
             "default",
             "get",
@@ -213,7 +222,7 @@ impl Cluster {
             service,
             "-o",
             r#"jsonpath={.status.conditions[?(@.type=="ferrolb.io/Announced")].reason}"#,
-        ])?)
+        ])
     }
 
     /// SIGKILLs node `i`'s speaker (the node stays up).

@@ -347,3 +347,145 @@ fn api_server_outage_keeps_announcing_and_still_fails_over() {
         .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     assert_eq!(index_of(&named), successor);
 }
+
+#[test]
+fn bad_input_is_reported_and_changes_nothing() {
+    let mut c = Cluster::start(3, &[]).unwrap();
+    apply(&c.env, &c.lab, &service_yaml("web", &[], "", BACKEND_PORT)).unwrap();
+    let vip = ip(&wait_ingress(&c.env, "default", "web", 1, WAIT).unwrap()[0]);
+    let owner = index_of(&c.announcer("web", WAIT).unwrap());
+
+    // An interface name the kernel would refuse is rejected by kubectl (the CRD schema).
+    let file = c.lab.dir().join("bad-name.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: bad-name}\nspec: {interfaces: [\"a/b\"]}\n",
+    )
+    .unwrap();
+    let err = c
+        .env
+        .kubectl(&["apply", "-f", &file.to_string_lossy()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("spec.interfaces"), "{err}");
+
+    // An advertisement naming an interface that does not exist: a condition per node, an Event, a
+    // summary column; the address stays where it is.
+    apply(
+        &c.env,
+        &c.lab,
+        "apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: eth9}\nspec: {interfaces: [eth9]}\n---\n",
+    )
+    .unwrap();
+    let problems = ferrolb_lab::cmd::wait_for(
+        "the missing interface in the advertisement's status",
+        WAIT,
+        Duration::from_millis(200),
+        || {
+            let p = c
+                .env
+                .kubectl(&[
+                    "get",
+                    "l2advertisement",
+                    "eth9",
+                    "-o",
+                    "jsonpath={.status.problems}",
+                ])
+                .ok()?;
+            (p.contains("eth9") && p.contains("node-1") && p.contains("node-3")).then_some(p)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    assert!(
+        problems.starts_with("spec.interfaces: eth9 missing on"),
+        "{problems}"
+    );
+    let reasons = c
+        .env
+        .kubectl(&[
+            "get",
+            "l2advertisement",
+            "eth9",
+            "-o",
+            r#"jsonpath={.status.nodes[*].conditions[?(@.type=="InterfacesReady")].reason}"#,
+        ])
+        .unwrap();
+    assert_eq!(reasons.split_whitespace().count(), 3, "{reasons}");
+    assert!(reasons.split_whitespace().all(|r| r == "InterfaceMissing"));
+    // Events about cluster-scoped objects land in the default namespace.
+    ferrolb_lab::daemons::wait_event(
+        &c.env,
+        "default",
+        "eth9",
+        "eth9 does not exist on node",
+        WAIT,
+    )
+    .unwrap();
+    let table = c.env.kubectl(&["get", "l2advertisements"]).unwrap();
+    assert!(table.contains("eth9 missing"), "{table}");
+
+    // A malformed selector: the advertisement is ignored, its Valid condition and an Event name the
+    // field.
+    apply(
+        &c.env,
+        &c.lab,
+        "apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: bad-selector}\nspec:\n  nodeSelectors:\n  - matchExpressions: [{key: zone, operator: Near}]\n---\n",
+    )
+    .unwrap();
+    let msg = ferrolb_lab::cmd::wait_for(
+        "Valid=False on bad-selector",
+        WAIT,
+        Duration::from_millis(200),
+        || {
+            let m = c
+                .env
+                .kubectl(&[
+                    "get",
+                    "l2advertisement",
+                    "bad-selector",
+                    "-o",
+                    r#"jsonpath={.status.conditions[?(@.type=="Valid")].status} {.status.conditions[?(@.type=="Valid")].message}"#,
+                ])
+                .ok()?;
+            m.starts_with("False").then_some(m)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    assert!(
+        msg.contains("spec.nodeSelectors[0]") && msg.contains("Near"),
+        "{msg}"
+    );
+    assert_eq!(c.announcer("web", WAIT).unwrap(), format!("node-{owner}"));
+    assert_eq!(answering(&c, vip), vec![owner]);
+
+    // A speaker with the wrong gossip key cannot join, says so, and answers for nothing.
+    let key = c.lab.dir().join("wrong.key");
+    std::fs::write(&key, "ab".repeat(32)).unwrap();
+    let key = key.to_string_lossy().into_owned();
+    c.kill_speaker(owner).unwrap();
+    c.restart_speaker(owner, &["--gossip-key-file", &key])
+        .unwrap();
+    let successor = index_of(
+        &c.wait_announcer("web", Some(&format!("node-{owner}")), WAIT)
+            .unwrap_or_else(|e| panic!("{e}\n{}", c.logs())),
+    );
+    ferrolb_lab::cmd::wait_for(
+        "the wrong-key speaker to say why it cannot join",
+        WAIT,
+        Duration::from_millis(200),
+        || {
+            c.speakers[owner - 1]
+                .as_ref()?
+                .log_text()
+                .contains("another gossip key")
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.metric(owner, "ferrolb_speaker_members").unwrap(), 1.0);
+    for i in (1..=3).filter(|i| *i != owner) {
+        assert_eq!(c.metric(i, "ferrolb_speaker_members").unwrap(), 2.0);
+    }
+    assert_eq!(answering(&c, vip), vec![successor], "{}", c.logs());
+}

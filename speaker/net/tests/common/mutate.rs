@@ -98,8 +98,8 @@ pub fn sllao(mac: MacAddr) -> Vec<u8> {
     v
 }
 
-/// Valid frames of every kind the parser distinguishes: requests it answers and frames it
-/// ignores.
+/// Frames of every kind the parser distinguishes: requests it answers, frames it ignores, and
+/// one it rejects that mutations rarely produce.
 pub fn corpus() -> Vec<Vec<u8>> {
     let mut padded = arp_request(PEER, PEER4, MacAddr::broadcast(), VIP4);
     padded.resize(60, 0);
@@ -130,6 +130,14 @@ pub fn corpus() -> Vec<Vec<u8>> {
         ),
         frame::unsolicited_na(PEER, VIP6),
         frame::solicited_na(PEER, VIP6, MAC, PEER6),
+        // Invalid on purpose: duplicate address detection with a source link-layer address.
+        ns(
+            PEER,
+            Ipv6Addr::UNSPECIFIED,
+            frame::solicited_node(VIP6),
+            VIP6,
+            &sllao(PEER),
+        ),
     ]
 }
 
