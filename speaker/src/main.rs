@@ -95,7 +95,7 @@ pub struct Cli {
     exclude_interfaces: Vec<String>,
 
     /// Milliseconds between refresh announcements of an owned address (0: only the burst).
-    #[arg(long, env = "FERROLB_ANNOUNCE_REFRESH_MS", default_value_t = 5000)]
+    #[arg(long, env = "FERROLB_ANNOUNCE_REFRESH_MS", default_value_t = 30_000)]
     announce_refresh_ms: u64,
 
     /// Cordoned nodes do not announce.

@@ -45,6 +45,23 @@ struct Speaker<'a> {
     opts: Options,
     /// Whether the last pass found no quorum.
     fenced: bool,
+    /// What the last election decided, and from what.
+    decisions: Vec<ferrolb_speaker_core::Decision>,
+    problems: watch::Problems,
+    live: BTreeSet<String>,
+    ifaces_of: BTreeMap<IpAddr, Vec<String>>,
+    links: Vec<LinkInfo>,
+}
+
+/// What woke the loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wake {
+    /// An API or membership change.
+    Input,
+    /// An announcement is due.
+    Deadline,
+    /// The housekeeping tick.
+    Tick,
 }
 
 /// The node's gossip address: the flag, else the Node's first InternalIP of any family.
@@ -169,6 +186,11 @@ pub async fn run(
             sticky: cli.sticky,
         },
         fenced: true,
+        decisions: Vec::new(),
+        problems: watch::Problems::default(),
+        live: BTreeSet::new(),
+        ifaces_of: BTreeMap::new(),
+        links: Vec::new(),
     };
     sp.metrics.set_ready(true);
     info!(%ip, port = cli.gossip_port, "speaker running");
@@ -179,17 +201,21 @@ pub async fn run(
             .next_deadline()
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + TICK);
-        tokio::select! {
-            _ = changed.notified() => {}
-            Some(c) = rx.recv() => sp.member(c),
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = tick.tick() => {}
+        let mut wake = tokio::select! {
+            _ = changed.notified() => Wake::Input,
+            Some(c) = rx.recv() => {
+                sp.member(c);
+                Wake::Input
+            }
+            _ = tokio::time::sleep_until(deadline) => Wake::Deadline,
+            _ = tick.tick() => Wake::Tick,
             signal = shutdown.wait() => break signal,
-        }
+        };
         while let Ok(c) = rx.try_recv() {
             sp.member(c);
+            wake = Wake::Input;
         }
-        sp.pass(Instant::now());
+        sp.pass(Instant::now(), wake);
     };
     // Graceful handover: leave the membership first (the others elect successors and announce),
     // keep answering for the grace period so no request finds nobody, then stop.
@@ -223,7 +249,30 @@ impl Speaker<'_> {
     }
 
     /// One pass: elect, place, announce, report.
-    fn pass(&mut self, now: Instant) {
+    /// One pass. A deadline only sends the announcements due; an input (API or membership change)
+    /// re-elects; the housekeeping tick re-elects only when the interfaces changed, and retries
+    /// the reports.
+    fn pass(&mut self, now: Instant, wake: Wake) {
+        if wake != Wake::Deadline {
+            let links = links();
+            let mut grown = Vec::new();
+            let mut before = Placement::new();
+            if wake == Wake::Input || links != self.links {
+                self.links = links;
+                (grown, before) = self.decide(now);
+            }
+            self.report(&grown, &before);
+            self.advertisements();
+            self.export();
+        }
+        for ip in self.schedule.due(now) {
+            self.dataplane.announce(ip);
+        }
+    }
+
+    /// Elects, places and schedules; returns the addresses whose interfaces grew and the
+    /// placement before, for the Events.
+    fn decide(&mut self, now: Instant) -> (Vec<IpAddr>, Placement) {
         let (world, problems) = watch::world(&self.stores, self.cli.load_balancer_class.as_deref());
         // The API server's word that a failed member's node is gone or not Ready lets it leave the
         // quorum's denominator (see ferrolb_speaker_core::membership).
@@ -272,7 +321,7 @@ impl Speaker<'_> {
             BTreeMap::new()
         };
         let decisions = elect(&world, &live, &previous, self.opts);
-        let links = links();
+        let links = &self.links;
         let mut want = Placement::new();
         let mut ifaces_of: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
         if quorum {
@@ -284,7 +333,7 @@ impl Speaker<'_> {
                     let c = choose(
                         *ip,
                         d.interfaces.as_ref(),
-                        &links,
+                        links,
                         &self.cli.exclude_interfaces,
                     );
                     if c.chosen.is_empty() {
@@ -309,23 +358,16 @@ impl Speaker<'_> {
             self.metrics.ownership_changes.inc();
             info!(%ip, "lost address: no longer answering");
         }
-        for ip in self.schedule.due(now) {
-            self.dataplane.announce(ip);
-        }
-        self.report(&decisions, &live, &ifaces_of, &grown, &before);
-        self.advertisements(&links, &live, &problems);
-        self.export(&live);
+        self.decisions = decisions;
+        self.problems = problems;
+        self.live = live;
+        self.ifaces_of = ifaces_of;
+        (grown, before)
     }
 
     /// Conditions and Events on Services.
-    fn report(
-        &self,
-        decisions: &[ferrolb_speaker_core::Decision],
-        live: &BTreeSet<String>,
-        ifaces_of: &BTreeMap<IpAddr, Vec<String>>,
-        grown: &[IpAddr],
-        before: &Placement,
-    ) {
+    fn report(&self, grown: &[IpAddr], before: &Placement) {
+        let (decisions, live, ifaces_of) = (&self.decisions, &self.live, &self.ifaces_of);
         let services: BTreeMap<String, Arc<Service>> = self
             .stores
             .services
@@ -408,12 +450,8 @@ impl Speaker<'_> {
     }
 
     /// This node's entry in each advertisement's status; the reporter also writes the summary.
-    fn advertisements(
-        &self,
-        links: &[LinkInfo],
-        live: &BTreeSet<String>,
-        problems: &watch::Problems,
-    ) {
+    fn advertisements(&self) {
+        let (links, live, problems) = (&self.links, &self.live, &self.problems);
         let my_labels = self
             .stores
             .nodes
@@ -542,8 +580,8 @@ impl Speaker<'_> {
             .advertisement_summary(adv, count, problems, valid);
     }
 
-    fn export(&self, live: &BTreeSet<String>) {
-        let m = &self.metrics;
+    fn export(&self) {
+        let (m, live) = (&self.metrics, &self.live);
         m.members.set(i64::try_from(live.len()).unwrap_or(i64::MAX));
         m.known_members
             .set(i64::try_from(self.membership.known()).unwrap_or(i64::MAX));

@@ -285,3 +285,50 @@ pub fn ip(s: &str) -> IpAddr {
     s.parse()
         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
+
+/// Lab nodes whose MAC answers ARP (IPv4) or NDP (IPv6) for `addr` from the client, sorted.
+pub fn answering(lab: &Lab, addr: IpAddr) -> anyhow::Result<Vec<usize>> {
+    let macs = match addr {
+        IpAddr::V4(_) => crate::observe::arping(lab, Port::Client, addr, 2)?,
+        IpAddr::V6(_) => crate::observe::ndisc6(lab, Port::Client, addr)?,
+    };
+    let mut nodes = Vec::new();
+    for m in &macs {
+        nodes.push(
+            node_of_mac(lab, m).with_context(|| format!("{addr} answered by unknown MAC {m}"))?,
+        );
+    }
+    nodes.sort_unstable();
+    nodes.dedup();
+    Ok(nodes)
+}
+
+/// Starts the client's probe loop against `target`: `count` requests every `interval_ms`, each
+/// with a `timeout_ms` timeout.
+pub fn start_probe(
+    lab: &Lab,
+    target: std::net::SocketAddr,
+    count: u32,
+    interval_ms: u32,
+    timeout_ms: u32,
+) -> anyhow::Result<LabChild> {
+    let bin = crate::lab_binary().to_string_lossy().into_owned();
+    let (target, count) = (target.to_string(), count.to_string());
+    let (interval, timeout) = (interval_ms.to_string(), timeout_ms.to_string());
+    lab.spawn(
+        Port::Client,
+        "probe",
+        &[
+            &bin,
+            "probe",
+            "--target",
+            &target,
+            "--count",
+            &count,
+            "--interval-ms",
+            &interval,
+            "--timeout-ms",
+            &timeout,
+        ],
+    )
+}

@@ -6,53 +6,21 @@ use std::time::Duration;
 
 use ferrolb_lab::daemons::{apply, service_yaml, wait_ingress};
 use ferrolb_lab::netns::BACKEND_PORT;
-use ferrolb_lab::observe::{Capture, arping, flush_neigh, ndisc6, tcp_get};
+use ferrolb_lab::observe::{Capture, flush_neigh, tcp_get};
 use ferrolb_lab::probe::{longest_outage_ms, parse_records};
-use ferrolb_lab::speakers::{Cluster, index_of, ip, node_of_mac};
+use ferrolb_lab::speakers::{Cluster, index_of, ip, start_probe};
 use ferrolb_lab::{LabChild, Port};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Starts the client's probe loop against `target`: `count` requests every 50 ms, 200 ms timeout.
 fn probe(c: &Cluster, target: SocketAddr, count: u32) -> LabChild {
-    let bin = ferrolb_lab::lab_binary().to_string_lossy().into_owned();
-    let target = target.to_string();
-    let count = count.to_string();
-    c.lab
-        .spawn(
-            Port::Client,
-            "probe",
-            &[
-                &bin,
-                "probe",
-                "--target",
-                &target,
-                "--count",
-                &count,
-                "--interval-ms",
-                "50",
-                "--timeout-ms",
-                "200",
-            ],
-        )
-        .unwrap()
+    start_probe(&c.lab, target, count, 50, 200).unwrap()
 }
 
-/// MACs answering ARP (IPv4) or NDP (IPv6) for `addr`, as lab node numbers.
+/// Lab nodes answering ARP or NDP for `addr`.
 fn answering(c: &Cluster, addr: IpAddr) -> Vec<usize> {
-    let macs = match addr {
-        IpAddr::V4(_) => arping(&c.lab, Port::Client, addr, 2).unwrap(),
-        IpAddr::V6(_) => ndisc6(&c.lab, Port::Client, addr).unwrap(),
-    };
-    let mut nodes: Vec<usize> = macs
-        .iter()
-        .map(|m| {
-            node_of_mac(&c.lab, m).unwrap_or_else(|| panic!("{addr} answered by unknown MAC {m}"))
-        })
-        .collect();
-    nodes.sort_unstable();
-    nodes.dedup();
-    nodes
+    ferrolb_lab::speakers::answering(&c.lab, addr).unwrap()
 }
 
 #[test]

@@ -119,8 +119,8 @@ pub struct Decision {
     /// `namespace/name` of every Service using the group's addresses.
     pub services: BTreeSet<String>,
     pub pool: Option<String>,
-    /// Eligible nodes, live or not.
-    pub eligible: BTreeSet<String>,
+    /// Number of eligible nodes, live or not.
+    pub eligible: usize,
     pub owner: Result<String, NoOwner>,
     /// Interfaces for the owner: the union of those named by the advertisements that select it,
     /// or `None` when one of them names none (then the interfaces are chosen by subnet).
@@ -226,6 +226,7 @@ pub fn elect(
     opts: Options,
 ) -> Vec<Decision> {
     let mut out = Vec::new();
+    let mut cache: BTreeMap<Vec<usize>, (Vec<&str>, Vec<(&str, u64)>)> = BTreeMap::new();
     for group in groups(&world.services) {
         let Some(&key) = group.ips.first() else {
             continue;
@@ -236,7 +237,7 @@ pub fn elect(
             ips: group.ips.clone(),
             services,
             pool: None,
-            eligible: BTreeSet::new(),
+            eligible: 0,
             owner: Err(NoOwner::UnknownPool),
             interfaces: None,
         };
@@ -257,10 +258,11 @@ pub fn elect(
             continue;
         }
         decision.pool = per_ip.first().map(|(_, p)| p.to_string());
-        let advertising: Vec<&Advertisement> = world
+        let advertising: Vec<usize> = world
             .advertisements
             .iter()
-            .filter(|adv| {
+            .enumerate()
+            .filter(|(_, adv)| {
                 per_ip.iter().all(|(ip, pool)| {
                     let labels = world.pools.get(*pool).map(|p| &p.labels);
                     adv.covers_pool(pool, labels.unwrap_or(&BTreeMap::new()))
@@ -270,48 +272,59 @@ pub fn elect(
                             .any(|s| s.ips.contains(ip) && adv.covers_service(&s.labels))
                 })
             })
+            .map(|(i, _)| i)
             .collect();
         if advertising.is_empty() {
             decision.owner = Err(NoOwner::NotAdvertised);
             out.push(decision);
             continue;
         }
-        let selected: BTreeSet<&str> = world
-            .nodes
-            .iter()
-            .filter(|(_, n)| advertising.iter().any(|a| a.covers_node(&n.labels)))
-            .filter(|(_, n)| !world.excluded(n, opts))
-            .map(|(name, _)| name.as_str())
-            .collect();
+        // Nodes selected by this set of advertisements and not excluded, split into all and live
+        // ones; computed once per distinct set (most groups share one).
+        let (selected, selected_live) = cache.entry(advertising.clone()).or_insert_with(|| {
+            let sel: Vec<&str> = world
+                .nodes
+                .iter()
+                .filter(|(_, n)| {
+                    advertising
+                        .iter()
+                        .any(|a| world.advertisements[*a].covers_node(&n.labels))
+                })
+                .filter(|(_, n)| !world.excluded(n, opts))
+                .map(|(name, _)| name.as_str())
+                .collect();
+            let live_sel = sel
+                .iter()
+                .copied()
+                .filter(|n| live.contains(*n))
+                .map(|n| (n, hash::node_state(n)))
+                .collect();
+            (sel, live_sel)
+        });
         if selected.is_empty() {
             decision.owner = Err(NoOwner::NoEligibleNode);
             out.push(decision);
             continue;
         }
         // externalTrafficPolicy: Local — only nodes with an endpoint of every Local Service.
-        let eligible: BTreeSet<&str> = selected
-            .into_iter()
-            .filter(|node| {
-                group
-                    .services
-                    .iter()
-                    .filter(|s| s.local)
-                    .all(|s| s.endpoint_nodes.contains(*node))
-            })
-            .collect();
-        decision.eligible = eligible.iter().map(|s| s.to_string()).collect();
-        if eligible.is_empty() {
+        let local: Vec<&ServiceInfo> = group.services.iter().copied().filter(|s| s.local).collect();
+        let has_endpoints = |node: &str| local.iter().all(|s| s.endpoint_nodes.contains(node));
+        decision.eligible = selected.iter().filter(|n| has_endpoints(n)).count();
+        if decision.eligible == 0 {
             decision.owner = Err(NoOwner::NoEndpoints);
             out.push(decision);
             continue;
         }
-        let candidates = eligible.iter().copied().filter(|n| live.contains(*n));
-        let sticky_owner = previous
-            .get(&key)
-            .filter(|p| opts.sticky && live.contains(*p) && eligible.contains(p.as_str()));
+        let candidates = selected_live
+            .iter()
+            .copied()
+            .filter(|(n, _)| has_endpoints(n));
+        let sticky_owner = previous.get(&key).filter(|p| {
+            opts.sticky && live.contains(*p) && selected.contains(&p.as_str()) && has_endpoints(p)
+        });
         let owner = match sticky_owner {
             Some(p) => Some(p.as_str()),
-            None => hash::owner(candidates, key),
+            None => hash::owner_of_states(candidates, key),
         };
         let Some(owner) = owner else {
             decision.owner = Err(NoOwner::NoLiveSpeaker);
@@ -319,7 +332,7 @@ pub fn elect(
             continue;
         };
         let mut named = Some(BTreeSet::new());
-        for adv in &advertising {
+        for adv in advertising.iter().map(|i| &world.advertisements[*i]) {
             let covers = world
                 .nodes
                 .get(owner)

@@ -8,19 +8,31 @@ use std::net::IpAddr;
 /// (Thaler & Ravishankar, "A name-based mapping scheme for rendezvous", 1996, need a hash whose
 /// values are independent per node; FNV alone clusters on names that differ in one character).
 pub fn weight(node: &str, key: IpAddr) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |b: u8| {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    weight_from(node_state(node), key)
+}
+
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+/// The hash state after the node's name and the separator: computed once per node, reused for
+/// every address (the election hashes each node against each address).
+pub fn node_state(node: &str) -> u64 {
+    fnv(fnv(0xcbf2_9ce4_8422_2325, node.as_bytes()), &[0])
+}
+
+/// [`weight`] from a precomputed [`node_state`].
+pub fn weight_from(state: u64, key: IpAddr) -> u64 {
+    let h = match key {
+        IpAddr::V4(a) => fnv(state, &a.octets()),
+        IpAddr::V6(a) => fnv(state, &a.octets()),
     };
-    for b in node.bytes() {
-        feed(b);
-    }
-    feed(0);
-    match key {
-        IpAddr::V4(a) => a.octets().into_iter().for_each(&mut feed),
-        IpAddr::V6(a) => a.octets().into_iter().for_each(&mut feed),
-    }
     let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -30,9 +42,17 @@ pub fn weight(node: &str, key: IpAddr) -> u64 {
 /// The node with the highest weight for `key` (ties, which need a 64-bit collision, go to the
 /// smaller name so the result is still the same everywhere).
 pub fn owner<'a>(nodes: impl IntoIterator<Item = &'a str>, key: IpAddr) -> Option<&'a str> {
+    owner_of_states(nodes.into_iter().map(|n| (n, node_state(n))), key)
+}
+
+/// [`owner`] over nodes with precomputed states.
+pub fn owner_of_states<'a>(
+    nodes: impl IntoIterator<Item = (&'a str, u64)>,
+    key: IpAddr,
+) -> Option<&'a str> {
     nodes
         .into_iter()
-        .map(|n| (weight(n, key), std::cmp::Reverse(n)))
+        .map(|(n, st)| (weight_from(st, key), std::cmp::Reverse(n)))
         .max()
         .map(|(_, std::cmp::Reverse(n))| n)
 }

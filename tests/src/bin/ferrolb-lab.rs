@@ -45,6 +45,19 @@ enum Command {
         #[arg(long)]
         no_controller: bool,
     },
+    /// Benchmark failover: TRIALS node deaths and TRIALS speaker kills on a 3-node cluster, then a
+    /// rolling restart; prints the outage percentiles and the requests lost.
+    BenchFailover {
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+    },
+    /// Benchmark an idle speaker announcing ADDRESSES addresses: resident memory and CPU.
+    BenchSpeakerIdle {
+        #[arg(long, default_value_t = 1000)]
+        addresses: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Remove every lab namespace and run directory on this machine (also those of live runs).
     Clean,
     /// Answer every TCP connection on [::]:PORT with NAME (runs inside a node namespace).
@@ -97,6 +110,31 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::BenchFailover { trials } => {
+            let (outages, (requests, failed)) = ferrolb_lab::bench_speaker::failover(trials)?;
+            for o in &outages {
+                println!(
+                    "failover {:?}: {} trials, outage p50 {} ms, p90 {} ms, p99 {} ms, max {} ms (all: {:?})",
+                    o.death,
+                    o.samples.len(),
+                    o.percentile(50.0),
+                    o.percentile(90.0),
+                    o.percentile(99.0),
+                    o.samples.last().copied().unwrap_or(0),
+                    o.samples
+                );
+            }
+            println!("rolling restart of 3 speakers: {requests} requests, {failed} failed");
+            Ok(())
+        }
+        Command::BenchSpeakerIdle { addresses, seconds } => {
+            let f = ferrolb_lab::bench_speaker::idle(addresses, seconds)?;
+            println!(
+                "idle speaker announcing {} addresses ({} in /metrics): RSS {} KiB (peak {} KiB), CPU {:.2} millicores over {:.0} s",
+                f.addresses, f.announced, f.rss_kib, f.peak_rss_kib, f.millicores, f.seconds
+            );
+            Ok(())
+        }
         Command::Clean => {
             for ns in netns::sweep_all() {
                 println!("removed {ns}");
@@ -136,25 +174,49 @@ fn up(nodes: usize, api: bool) -> anyhow::Result<()> {
     let root = ferrolb_lab::workspace_root();
     println!("==> kubectl apply -k deploy/");
     print!("{}", ferrolb_lab::daemons::install(&env)?);
+    println!("==> Node objects for the lab's nodes (what each kubelet would register)");
+    ferrolb_lab::speakers::register_nodes(&env, &lab)?;
     println!(
         "==> ferrolb-controller starts (as service account ferrolb-system/ferrolb-controller, inside the lab)"
     );
     let controller = ferrolb_lab::daemons::start_controller(&lab, &env, &Default::default())?;
-    println!("==> kubectl apply -f deploy/samples/pool.yaml -f deploy/samples/service.yaml");
+    println!(
+        "==> one ferrolb-speaker per node (as service account ferrolb-system/ferrolb-speaker)"
+    );
+    let mut speakers = Vec::new();
+    for i in 1..=nodes {
+        speakers.push(ferrolb_lab::speakers::start_speaker(
+            &lab,
+            &env,
+            i,
+            &["--log-level", "info"],
+        )?);
+    }
+    let samples = ["pool.yaml", "l2advertisement.yaml", "service.yaml"];
+    println!(
+        "==> kubectl apply -f deploy/samples/{{{}}}",
+        samples.join(",")
+    );
+    for f in samples {
+        print!(
+            "{}",
+            env.kubectl(&[
+                "apply",
+                "-f",
+                &root.join("deploy/samples").join(f).to_string_lossy()
+            ])?
+        );
+    }
+    let vip =
+        ferrolb_lab::daemons::wait_ingress(&env, "default", "web", 1, Duration::from_secs(60))?
+            .remove(0);
+    println!("==> kubectl get service web; kubectl get ipaddresspools,l2advertisements");
+    print!("{}", env.kubectl(&["get", "service", "web"])?);
     print!(
         "{}",
-        env.kubectl(&[
-            "apply",
-            "-f",
-            &root.join("deploy/samples/pool.yaml").to_string_lossy(),
-            "-f",
-            &root.join("deploy/samples/service.yaml").to_string_lossy()
-        ])?
+        env.kubectl(&["get", "ipaddresspools,l2advertisements"])?
     );
-    ferrolb_lab::daemons::wait_ingress(&env, "default", "web", 1, Duration::from_secs(60))?;
-    println!("==> kubectl get service web; kubectl get ipaddresspools");
-    print!("{}", env.kubectl(&["get", "service", "web"])?);
-    print!("{}", env.kubectl(&["get", "ipaddresspools"])?);
+    let owner = show_vip(&lab, &env, &vip, None)?;
     println!("==> kubectl get events --field-selector involvedObject.name=web");
     print!(
         "{}",
@@ -166,6 +228,17 @@ fn up(nodes: usize, api: bool) -> anyhow::Result<()> {
         ])?
     );
     println!();
+    println!("==> node-{owner} dies: its link goes down (ip link set eth0 down in its namespace)");
+    let t0 = std::time::Instant::now();
+    lab.set_link(Port::Node(owner), false)?;
+    let successor = show_vip(&lab, &env, &vip, Some(owner))?;
+    println!(
+        "the client reached {vip} through node-{successor} again {:.2} s after node-{owner} died",
+        t0.elapsed().as_secs_f64()
+    );
+    println!("==> node-{owner} comes back (link up)");
+    lab.set_link(Port::Node(owner), true)?;
+    println!();
     println!(
         "kube-apiserver {} (inside the lab: https://{}:{})",
         env.local_url(),
@@ -174,16 +247,61 @@ fn up(nodes: usize, api: bool) -> anyhow::Result<()> {
     );
     println!();
     println!("  export KUBECONFIG={}", env.kubeconfig().display());
-    println!("  kubectl get services,ipaddresspools");
+    println!("  kubectl get services,ipaddresspools,l2advertisements");
+    println!("  kubectl get service web -o jsonpath='{{.status.conditions}}'   # who announces it");
     println!("controller log: {}", controller.log_path().display());
+    for s in &speakers {
+        println!("{} log: {}", s.name(), s.log_path().display());
+    }
     println!();
     print_namespaces(&lab);
     wait_for_signal()?;
     println!("tearing down");
+    drop(speakers);
     drop(controller);
     drop(env);
     drop(lab);
     Ok(())
+}
+
+/// Waits until one node (not `not`) answers ARP for `vip` and the client reaches its backend over
+/// TCP; prints what the client sees. Returns the node.
+fn show_vip(lab: &Lab, env: &KubeEnv, vip: &str, not: Option<usize>) -> anyhow::Result<usize> {
+    let addr: std::net::IpAddr = vip.parse()?;
+    let node = ferrolb_lab::cmd::wait_for(
+        "one node answering ARP for the VIP",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || {
+            let rec = ferrolb_lab::observe::tcp_get(
+                lab,
+                Port::Client,
+                SocketAddr::new(addr, netns::BACKEND_PORT),
+            )
+            .ok()?;
+            let n: usize = rec.node?.strip_prefix("node-")?.parse().ok()?;
+            (Some(n) != not).then_some(n)
+        },
+    )?;
+    let c = lab.netns(Port::Client);
+    println!("==> ip netns exec {c} arping -c 2 -I eth0 {vip}");
+    let macs = ferrolb_lab::observe::arping(lab, Port::Client, addr, 2)?;
+    for m in &macs {
+        println!(
+            "    reply from {m} (node-{})",
+            ferrolb_lab::speakers::node_of_mac(lab, m).unwrap_or(0)
+        );
+    }
+    println!("==> TCP from the client to {vip}:80 -> answered by node-{node}");
+    let cond = env.kubectl(&[
+        "get",
+        "service",
+        "web",
+        "-o",
+        r#"jsonpath={.status.conditions[?(@.type=="ferrolb.io/Announced")].message}"#,
+    ])?;
+    println!("    condition ferrolb.io/Announced: {cond}");
+    Ok(node)
 }
 
 fn print_namespaces(lab: &Lab) {

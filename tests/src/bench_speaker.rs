@@ -1,0 +1,207 @@
+//! `ferrolb-lab bench-failover` and `bench-speaker-idle`: the speaker's figures in the lab, with the
+//! real API server, the controller and speakers as processes.
+//!
+//! Failover: the client's probe loop (a TCP request every 20 ms, 100 ms timeout) runs against the
+//! VIP while the owner dies; the outage is the longest gap between two answered requests. Each trial
+//! restores the node and waits until the original owner answers again before the next one.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::cmd;
+use crate::daemons::{apply, service_yaml, wait_ingress};
+use crate::netns::{BACKEND_PORT, Port};
+use crate::observe::flush_neigh;
+use crate::probe::{longest_outage_ms, parse_records};
+use crate::speakers::{Cluster, answering, index_of, ip, start_probe};
+
+/// How the owner dies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Death {
+    /// Its link goes down (power loss, cable, kernel panic: the node is gone).
+    Node,
+    /// Its speaker is SIGKILLed; the node stays up. The client's neighbour cache is flushed at the
+    /// same moment, so it must resolve the VIP again (what a new client does): the figure is the
+    /// time until the VIP answers ARP again, from the successor.
+    SpeakerKill,
+}
+
+/// Outages of each trial, in milliseconds, sorted.
+#[derive(Debug)]
+pub struct Outages {
+    pub death: Death,
+    pub samples: Vec<u128>,
+}
+
+impl Outages {
+    pub fn percentile(&self, p: f64) -> u128 {
+        if self.samples.is_empty() {
+            return 0;
+        }
+        let rank = ((p / 100.0) * self.samples.len() as f64).ceil() as usize;
+        self.samples[rank.clamp(1, self.samples.len()) - 1]
+    }
+}
+
+/// Runs `trials` failovers of each kind on a 3-node cluster; then one rolling restart.
+pub fn failover(trials: usize) -> anyhow::Result<(Vec<Outages>, (usize, usize))> {
+    let mut c = Cluster::start(3, &["--log-level", "info"])?;
+    apply(&c.env, &c.lab, &service_yaml("web", &[], "", BACKEND_PORT))?;
+    let vip = ip(&wait_ingress(&c.env, "default", "web", 1, Duration::from_secs(30))?[0]);
+    let target = SocketAddr::new(vip, BACKEND_PORT);
+    let mut out = Vec::new();
+    for death in [Death::Node, Death::SpeakerKill] {
+        let mut samples = Vec::new();
+        for t in 0..trials {
+            let owner = stable_owner(&c, vip)?;
+            let mut probe = start_probe(&c.lab, target, 150, 20, 100)?;
+            std::thread::sleep(Duration::from_millis(500));
+            match death {
+                Death::Node => c.lab.set_link(Port::Node(owner), false)?,
+                Death::SpeakerKill => {
+                    c.kill_speaker(owner)?;
+                    flush_neigh(&c.lab, Port::Client)?;
+                }
+            }
+            probe
+                .wait_timeout(Duration::from_secs(60))?
+                .context("probe loop did not end")?;
+            let records = parse_records(&probe.log_text());
+            let last_ok = records.last().is_some_and(|r| r.ok());
+            let outage = longest_outage_ms(&records).unwrap_or(0);
+            eprintln!(
+                "{death:?} trial {t}: owner node-{owner}, outage {outage} ms, recovered {last_ok}"
+            );
+            if !last_ok {
+                anyhow::bail!("trial {t} did not recover:\n{}", c.logs());
+            }
+            samples.push(outage);
+            match death {
+                Death::Node => c.lab.set_link(Port::Node(owner), true)?,
+                Death::SpeakerKill => c.restart_speaker(owner, &["--log-level", "info"])?,
+            }
+            for i in 1..=3 {
+                c.wait_members(i, 3)?;
+            }
+        }
+        samples.sort_unstable();
+        out.push(Outages { death, samples });
+    }
+    // Rolling restart: SIGTERM each speaker in turn and start it again, while probing.
+    stable_owner(&c, vip)?;
+    let mut probe = start_probe(&c.lab, target, 100_000, 20, 100)?;
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 1..=3 {
+        c.stop_speaker(i)?;
+        c.restart_speaker(i, &["--log-level", "info"])?;
+        for j in 1..=3 {
+            c.wait_members(j, 3)?;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    probe.signal(nix::sys::signal::Signal::SIGTERM)?;
+    probe.wait_timeout(Duration::from_secs(5))?;
+    let records = parse_records(&probe.log_text());
+    let failed = records.iter().filter(|r| !r.ok()).count();
+    Ok((out, (records.len(), failed)))
+}
+
+/// Waits until exactly one node answers for `vip` and it is the one the Service names.
+fn stable_owner(c: &Cluster, vip: std::net::IpAddr) -> anyhow::Result<usize> {
+    cmd::wait_for(
+        "one stable owner",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let named = index_of(&c.announcer("web", Duration::from_millis(1)).ok()?);
+            (answering(&c.lab, vip).ok()? == vec![named]).then_some(named)
+        },
+    )
+}
+
+/// Figures of an idle speaker announcing many addresses.
+#[derive(Debug)]
+pub struct Idle {
+    pub addresses: usize,
+    pub announced: f64,
+    pub rss_kib: u64,
+    pub peak_rss_kib: u64,
+    pub millicores: f64,
+    pub seconds: f64,
+}
+
+/// Node 1 of three announcing `addresses` IPv6 Services (the advertisement selects only node 1, so
+/// gossip runs as in a real cluster while one speaker holds everything); memory and CPU of that
+/// speaker over `seconds` idle.
+pub fn idle(addresses: usize, seconds: u64) -> anyhow::Result<Idle> {
+    let c = Cluster::start(3, &["--log-level", "warn"])?;
+    apply(
+        &c.env,
+        &c.lab,
+        "apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: default}\nspec:\n  nodeSelectors: [{matchLabels: {kubernetes.io/hostname: node-1}}]\n",
+    )?;
+    let mut yaml = String::new();
+    for i in 0..addresses {
+        yaml.push_str(&service_yaml(
+            &format!("idle-{i}"),
+            &[],
+            "  ipFamilies: [IPv6]\n",
+            BACKEND_PORT,
+        ));
+        if yaml.len() > 200_000 || i + 1 == addresses {
+            apply(&c.env, &c.lab, &yaml)?;
+            yaml.clear();
+        }
+    }
+    let t0 = Instant::now();
+    let announced = cmd::wait_for(
+        &format!("{addresses} addresses announced"),
+        Duration::from_secs(600),
+        Duration::from_secs(1),
+        || {
+            let n = c
+                .metrics(1)
+                .ok()?
+                .lines()
+                .filter(|l| l.starts_with("ferrolb_speaker_announced{"))
+                .count();
+            (n >= addresses).then_some(n as f64)
+        },
+    )?;
+    eprintln!(
+        "all announced {:.1} s after the last apply",
+        t0.elapsed().as_secs_f64()
+    );
+    // Let the bursts and the first reports settle.
+    std::thread::sleep(Duration::from_secs(10));
+    let pid = c.speakers[0].as_ref().context("speaker")?.pid().as_raw();
+    let ticks = |pid: i32| -> anyhow::Result<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let after = stat.rsplit_once(')').context("stat")?.1;
+        let f: Vec<&str> = after.split_whitespace().collect();
+        Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
+    };
+    let (t_start, c_start) = (Instant::now(), ticks(pid)?);
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (elapsed, used) = (t_start.elapsed().as_secs_f64(), ticks(pid)? - c_start);
+    // USER_HZ is 100 on Linux: one tick is 10 ms of CPU.
+    let millicores = used as f64 * 10.0 / elapsed;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(Idle {
+        addresses,
+        announced,
+        rss_kib: kib("VmRSS:"),
+        peak_rss_kib: kib("VmHWM:"),
+        millicores,
+        seconds: elapsed,
+    })
+}
