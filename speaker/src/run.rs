@@ -107,7 +107,16 @@ pub async fn run(
     let setup = async {
         let key = match &cli.gossip_key_file {
             Some(path) => key::from_file(path)?,
-            None => key::from_cluster(&client, &cli.namespace, &cli.gossip_secret).await?,
+            // The API server may not be up yet (a node booting with the cluster): keep trying.
+            None => loop {
+                match key::from_cluster(&client, &cli.namespace, &cli.gossip_secret).await {
+                    Ok(k) => break k,
+                    Err(e) => {
+                        warn!(error = %format!("{e:#}"), "cannot read the gossip key Secret; retrying in 2 s");
+                        tokio::time::sleep(TICK).await;
+                    }
+                }
+            },
         };
         stores
             .ready()

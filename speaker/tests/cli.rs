@@ -41,8 +41,26 @@ fn bad_log_level_is_refused_naming_the_flag() {
 
 #[test]
 fn json_logs_and_clean_exit_on_sigterm() {
+    // An API server that is not there: the speaker keeps trying to read its gossip key until told
+    // to stop.
+    let kubeconfig = std::env::temp_dir().join(format!(
+        "ferrolb-speaker-cli-test-{}.kubeconfig",
+        std::process::id()
+    ));
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:9\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n",
+    )
+    .unwrap();
     let mut child = Command::new(BIN)
-        .args(["--log-format", "json"])
+        .args([
+            "--log-format",
+            "json",
+            "--metrics-bind-address",
+            "127.0.0.1:0",
+        ])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
         .env("NODE_NAME", "node-1")
         .stderr(Stdio::piped())
         .spawn()
@@ -73,6 +91,7 @@ fn json_logs_and_clean_exit_on_sigterm() {
     };
     assert!(status.success(), "{status}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let _ = std::fs::remove_file(&kubeconfig);
     assert!(rest.iter().any(|l| l.contains("SIGTERM")), "{rest:?}");
 }
 
