@@ -80,6 +80,16 @@ pub struct Cli {
     #[arg(long, env = "FERROLB_GOSSIP_INTERVAL_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     gossip_interval_ms: u64,
 
+    /// Milliseconds a member reported failed must stay failed before its addresses move (a healthy
+    /// member falsely reported dead refutes it within this time; see the gossip module).
+    #[arg(long, env = "FERROLB_FAILURE_HOLD_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    failure_hold_ms: u64,
+
+    /// Milliseconds a speaker waits after starting or regaining quorum before it answers for
+    /// anything: its membership and API views catch up first (it holds no address meanwhile).
+    #[arg(long, env = "FERROLB_SETTLE_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    settle_ms: u64,
+
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(
         long,

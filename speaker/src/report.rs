@@ -92,6 +92,10 @@ impl Writer {
         if !self.begin(&key) {
             return;
         }
+        // The cached resourceVersion is a precondition: a write decided on an old view (issued
+        // while this node was cut off, say) fails with a conflict instead of overwriting what the
+        // current owner wrote since.
+        let version = svc.metadata.resource_version.clone();
         let this = self.clone();
         tokio::spawn(async move {
             let api: Api<Service> = Api::namespaced(this.client.clone(), &ns);
@@ -105,7 +109,7 @@ impl Writer {
             };
             let body = json!({
                 "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": name, "namespace": ns},
+                "metadata": {"name": name, "namespace": ns, "resourceVersion": version},
                 "status": {"conditions": [cond]},
             });
             match api

@@ -45,9 +45,19 @@ impl Outages {
     }
 }
 
+/// Requests made and failed during one rolling restart.
+pub type Restart = (usize, usize);
+
 /// Runs `trials` failovers of each kind on a 3-node cluster; then one rolling restart.
-pub fn failover(trials: usize) -> anyhow::Result<(Vec<Outages>, (usize, usize))> {
-    let mut c = Cluster::start(3, &["--log-level", "info"])?;
+pub fn failover(
+    trials: usize,
+    restarts: usize,
+    speaker_args: &[&str],
+) -> anyhow::Result<(Vec<Outages>, Vec<Restart>)> {
+    let mut args = vec!["--log-level", "info"];
+    args.extend(speaker_args);
+    let args = &args[..];
+    let mut c = Cluster::start(3, args)?;
     apply(&c.env, &c.lab, &service_yaml("web", &[], "", BACKEND_PORT))?;
     let vip = ip(&wait_ingress(&c.env, "default", "web", 1, Duration::from_secs(30))?[0]);
     let target = SocketAddr::new(vip, BACKEND_PORT);
@@ -80,7 +90,7 @@ pub fn failover(trials: usize) -> anyhow::Result<(Vec<Outages>, (usize, usize))>
             samples.push(outage);
             match death {
                 Death::Node => c.lab.set_link(Port::Node(owner), true)?,
-                Death::SpeakerKill => c.restart_speaker(owner, &["--log-level", "info"])?,
+                Death::SpeakerKill => c.restart_speaker(owner, args)?,
             }
             for i in 1..=3 {
                 c.wait_members(i, 3)?;
@@ -89,23 +99,39 @@ pub fn failover(trials: usize) -> anyhow::Result<(Vec<Outages>, (usize, usize))>
         samples.sort_unstable();
         out.push(Outages { death, samples });
     }
-    // Rolling restart: SIGTERM each speaker in turn and start it again, while probing.
-    stable_owner(&c, vip)?;
-    let mut probe = start_probe(&c.lab, target, 100_000, 20, 100)?;
-    std::thread::sleep(Duration::from_millis(500));
-    for i in 1..=3 {
-        c.stop_speaker(i)?;
-        c.restart_speaker(i, &["--log-level", "info"])?;
-        for j in 1..=3 {
-            c.wait_members(j, 3)?;
+    // Rolling restarts: SIGTERM each speaker in turn and start it again, while probing.
+    let mut rounds = Vec::new();
+    for round in 0..restarts {
+        stable_owner(&c, vip)?;
+        let mut probe = start_probe(&c.lab, target, 100_000, 20, 100)?;
+        std::thread::sleep(Duration::from_millis(500));
+        for i in 1..=3 {
+            c.stop_speaker(i)?;
+            c.restart_speaker(i, args)?;
+            for j in 1..=3 {
+                c.wait_members(j, 3)?;
+            }
+            std::thread::sleep(Duration::from_secs(1));
         }
-        std::thread::sleep(Duration::from_secs(1));
+        probe.signal(nix::sys::signal::Signal::SIGTERM)?;
+        probe.wait_timeout(Duration::from_secs(5))?;
+        let log = probe.log_text();
+        let records = parse_records(&log);
+        let failed: Vec<_> = records.iter().filter(|r| !r.ok()).collect();
+        eprintln!(
+            "rolling restart {round}: {} requests, {} failed {:?}",
+            records.len(),
+            failed.len(),
+            failed
+                .iter()
+                .map(|r| (r.seq, r.latency_us / 1000, r.error.clone()))
+                .take(10)
+                .collect::<Vec<_>>()
+        );
+        let _ = std::fs::write(c.lab.dir().join(format!("rolling-{round}.log")), &log);
+        rounds.push((records.len(), failed.len()));
     }
-    probe.signal(nix::sys::signal::Signal::SIGTERM)?;
-    probe.wait_timeout(Duration::from_secs(5))?;
-    let records = parse_records(&probe.log_text());
-    let failed = records.iter().filter(|r| !r.ok()).count();
-    Ok((out, (records.len(), failed)))
+    Ok((out, rounds))
 }
 
 /// Waits until exactly one node answers for `vip` and it is the one the Service names.
@@ -150,8 +176,11 @@ pub fn idle(addresses: usize, seconds: u64) -> anyhow::Result<Idle> {
             "  ipFamilies: [IPv6]\n",
             BACKEND_PORT,
         ));
-        if yaml.len() > 200_000 || i + 1 == addresses {
-            apply(&c.env, &c.lab, &yaml)?;
+        // `kubectl create` in chunks: one request per object, each call well within its timeout.
+        if (i + 1) % 100 == 0 || i + 1 == addresses {
+            let file = c.lab.dir().join(format!("idle-{i}.yaml"));
+            std::fs::write(&file, &yaml)?;
+            c.env.kubectl(&["create", "-f", &file.to_string_lossy()])?;
             yaml.clear();
         }
     }

@@ -9,14 +9,19 @@ use crate::netns::{Lab, Port};
 use crate::process::LabChild;
 use crate::{KubeEnv, cmd};
 
-/// Path of a workspace binary (`ferrolb-controller`, `ferrolb-speaker`), rebuilt when any source
+/// Path of a workspace binary (`ferrolb-controller`, `ferrolb-speaker`; the release build with
+/// `FERROLB_LAB_PROFILE=release`), rebuilt when any source
 /// of the daemons is newer: `cargo test -p ferrolb-lab` does not rebuild other packages' binaries,
 /// and a test must not run a stale daemon. (Not unconditionally: `cargo build --bin` resolves
 /// features differently from `cargo test --workspace` and would relink dependencies every time.)
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let path = crate::target_dir().join("debug").join(name);
+    // FERROLB_LAB_PROFILE=release: benchmarks measure optimised daemons.
+    let release = std::env::var("FERROLB_LAB_PROFILE").is_ok_and(|p| p == "release");
+    let path = crate::target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join(name);
     let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     let root = crate::workspace_root();
     let newest = ["controller", "speaker", "config", "crds", "Cargo.lock"]
@@ -24,8 +29,12 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
         .filter_map(|d| newest_mtime(&root.join(d)))
         .max();
     if built.is_none() || newest > built {
+        let mut args = vec!["build", "-q", "--bin", name];
+        if release {
+            args.push("--release");
+        }
         let status = std::process::Command::new("cargo")
-            .args(["build", "-q", "--bin", name])
+            .args(&args)
             .current_dir(&root)
             .status()
             .context("running cargo build")?;

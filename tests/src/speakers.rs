@@ -312,12 +312,16 @@ pub fn start_probe(
     interval_ms: u32,
     timeout_ms: u32,
 ) -> anyhow::Result<LabChild> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // A log of its own per run: lab logs append, and records of two runs must not mix.
+    static RUN: AtomicU32 = AtomicU32::new(0);
+    let name = format!("probe-{}", RUN.fetch_add(1, Ordering::SeqCst));
     let bin = crate::lab_binary().to_string_lossy().into_owned();
     let (target, count) = (target.to_string(), count.to_string());
     let (interval, timeout) = (interval_ms.to_string(), timeout_ms.to_string());
     lab.spawn(
         Port::Client,
-        "probe",
+        &name,
         &[
             &bin,
             "probe",

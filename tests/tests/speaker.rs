@@ -457,3 +457,29 @@ fn bad_input_is_reported_and_changes_nothing() {
     }
     assert_eq!(answering(&c, vip), vec![successor], "{}", c.logs());
 }
+
+#[test]
+fn sticky_mode_keeps_the_address_when_the_old_owner_returns() {
+    let c = Cluster::start(3, &["--sticky"]).unwrap();
+    apply(&c.env, &c.lab, &service_yaml("web", &[], "", BACKEND_PORT)).unwrap();
+    let vip = ip(&wait_ingress(&c.env, "default", "web", 1, WAIT).unwrap()[0]);
+    let owner = index_of(&c.announcer("web", WAIT).unwrap());
+    c.lab.set_link(Port::Node(owner), false).unwrap();
+    let successor = index_of(
+        &c.wait_announcer("web", Some(&format!("node-{owner}")), WAIT)
+            .unwrap_or_else(|e| panic!("{e}\n{}", c.logs())),
+    );
+    c.lab.set_link(Port::Node(owner), true).unwrap();
+    for i in 1..=3 {
+        c.wait_members(i, 3).unwrap();
+    }
+    // The returning node hashes higher, but the address stays where it is.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(answering(&c, vip), vec![successor], "{}", c.logs());
+    assert_eq!(
+        c.announcer("web", WAIT).unwrap(),
+        format!("node-{successor}")
+    );
+    let rec = tcp_get(&c.lab, Port::Client, SocketAddr::new(vip, BACKEND_PORT)).unwrap();
+    assert_eq!(rec.node, Some(format!("node-{successor}")));
+}

@@ -215,6 +215,10 @@ impl World {
     }
 }
 
+/// Nodes selected by a set of advertisements: all of them, and the live ones with their hash
+/// states.
+type Selected<'a> = (Vec<&'a str>, Vec<(&'a str, u64)>);
+
 /// Elects an owner for every group of addresses.
 ///
 /// `live` are the members with a live speaker, `previous` the current owner of each group key (read
@@ -226,7 +230,7 @@ pub fn elect(
     opts: Options,
 ) -> Vec<Decision> {
     let mut out = Vec::new();
-    let mut cache: BTreeMap<Vec<usize>, (Vec<&str>, Vec<(&str, u64)>)> = BTreeMap::new();
+    let mut cache: BTreeMap<Vec<usize>, Selected<'_>> = BTreeMap::new();
     for group in groups(&world.services) {
         let Some(&key) = group.ips.first() else {
             continue;

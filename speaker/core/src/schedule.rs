@@ -7,7 +7,7 @@
 //! every `refresh` so that a client that missed the burst, or whose neighbour entry went stale,
 //! converges (kube-vip refreshes every 3 s; RFC 4861 §7.2.6 allows a few unsolicited NAs).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -37,63 +37,96 @@ struct Entry {
     next: Instant,
 }
 
-/// The announcement schedule of the addresses this speaker owns.
+/// The announcement schedule of the addresses this speaker owns: a queue ordered by due time, so
+/// a wake-up costs O(log n) per address due, not a scan of every owned address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Schedule {
     timing: Timing,
     entries: BTreeMap<IpAddr, Entry>,
+    queue: BTreeSet<(Instant, IpAddr)>,
+    /// Refresh deadlines are rounded up to a multiple of [`SLOT`] after this instant, so that
+    /// thousands of addresses refresh in a few batches instead of one wake-up each.
+    epoch: Option<Instant>,
 }
+
+/// Granularity of refresh deadlines.
+pub const SLOT: Duration = Duration::from_millis(250);
 
 impl Schedule {
     pub fn new(timing: Timing) -> Schedule {
         Schedule {
             timing,
             entries: BTreeMap::new(),
+            queue: BTreeSet::new(),
+            epoch: None,
         }
     }
 
     /// The address was gained at `now`: start its burst (no-op when already owned).
     pub fn gain(&mut self, ip: IpAddr, now: Instant) {
+        if self.entries.contains_key(&ip) {
+            return;
+        }
         let first = self.timing.burst.first().copied().unwrap_or_default();
-        self.entries.entry(ip).or_insert(Entry {
+        let e = Entry {
             gained: now,
             step: 0,
             next: now + first,
-        });
+        };
+        self.queue.insert((e.next, ip));
+        self.entries.insert(ip, e);
     }
 
     /// Restart the burst of an address already owned (its interfaces changed, say).
     pub fn restart(&mut self, ip: IpAddr, now: Instant) {
-        self.entries.remove(&ip);
+        self.lose(ip);
         self.gain(ip, now);
     }
 
     /// The address was lost: no more announcements.
     pub fn lose(&mut self, ip: IpAddr) {
-        self.entries.remove(&ip);
+        if let Some(e) = self.entries.remove(&ip) {
+            self.queue.remove(&(e.next, ip));
+        }
+    }
+
+    fn slot(&mut self, t: Instant) -> Instant {
+        let epoch = *self.epoch.get_or_insert(t);
+        let since = t.saturating_duration_since(epoch).as_nanos();
+        let slot = SLOT.as_nanos();
+        let rounded = since.div_ceil(slot) * slot;
+        epoch + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
     }
 
     /// Addresses to announce now; each advances to its next slot.
     pub fn due(&mut self, now: Instant) -> Vec<IpAddr> {
         let mut out = Vec::new();
-        for (ip, e) in self.entries.iter_mut() {
-            if e.next > now {
-                continue;
+        while let Some(&(at, ip)) = self.queue.first() {
+            if at > now {
+                break;
             }
-            out.push(*ip);
-            e.step += 1;
-            e.next = match self.timing.burst.get(e.step) {
+            self.queue.pop_first();
+            out.push(ip);
+        }
+        for ip in &out {
+            let Some(e) = self.entries.get(ip).cloned() else {
+                continue;
+            };
+            let step = e.step + 1;
+            let next = match self.timing.burst.get(step) {
                 Some(offset) => (e.gained + *offset).max(now),
                 None if self.timing.refresh.is_zero() => now + NEVER,
-                None => now + self.timing.refresh,
+                None => self.slot(now + self.timing.refresh),
             };
+            self.queue.insert((next, *ip));
+            self.entries.insert(*ip, Entry { step, next, ..e });
         }
         out
     }
 
     /// When `due` next has something to return.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.entries.values().map(|e| e.next).min()
+        self.queue.first().map(|(t, _)| *t)
     }
 
     /// Owned addresses.
@@ -127,6 +160,7 @@ mod tests {
                 sent.push((now - t0).as_millis());
             }
         }
+        // Refreshes land on 250 ms slots counted from the first refresh deadline.
         assert_eq!(sent, vec![0, 100, 300, 700, 5700, 10700]);
         assert_eq!(s.next_deadline(), Some(t0 + ms(15700)));
         s.lose(ip);
@@ -144,6 +178,38 @@ mod tests {
         assert!(s.due(t0 + ms(50)).is_empty());
         s.restart(ip, t0 + ms(60));
         assert_eq!(s.due(t0 + ms(60)), vec![ip]);
+    }
+
+    #[test]
+    fn many_addresses_refresh_in_few_batches() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(Timing {
+            burst: vec![ms(0)],
+            refresh: Duration::from_secs(30),
+        });
+        for i in 0..1000u32 {
+            // Gained spread over 10 s.
+            let ip = IpAddr::V6(std::net::Ipv6Addr::from(
+                0x2001_0db8_u128 << 96 | u128::from(i),
+            ));
+            let at = t0 + ms(u64::from(i) * 10);
+            s.gain(ip, at);
+            assert_eq!(s.due(at), vec![ip]);
+        }
+        let mut wakeups = 0;
+        let mut sent = 0;
+        while let Some(t) = s.next_deadline() {
+            if t > t0 + Duration::from_secs(45) {
+                break;
+            }
+            wakeups += 1;
+            sent += s.due(t).len();
+        }
+        assert_eq!(
+            sent, 1000,
+            "each address refreshed once between 30 s and 40 s"
+        );
+        assert!(wakeups <= 41, "{wakeups} wake-ups for 1000 refreshes");
     }
 
     #[test]

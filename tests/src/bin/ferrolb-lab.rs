@@ -50,6 +50,12 @@ enum Command {
     BenchFailover {
         #[arg(long, default_value_t = 20)]
         trials: usize,
+        /// Rolling restarts of every speaker, each measured on its own.
+        #[arg(long, default_value_t = 5)]
+        restarts: usize,
+        /// Extra speaker flags, e.g. `--speaker-arg=--sticky`.
+        #[arg(long = "speaker-arg", allow_hyphen_values = true)]
+        speaker_args: Vec<String>,
     },
     /// Benchmark an idle speaker announcing ADDRESSES addresses: resident memory and CPU.
     BenchSpeakerIdle {
@@ -110,8 +116,13 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::BenchFailover { trials } => {
-            let (outages, (requests, failed)) = ferrolb_lab::bench_speaker::failover(trials)?;
+        Command::BenchFailover {
+            trials,
+            restarts,
+            speaker_args,
+        } => {
+            let extra: Vec<&str> = speaker_args.iter().map(String::as_str).collect();
+            let (outages, rounds) = ferrolb_lab::bench_speaker::failover(trials, restarts, &extra)?;
             for o in &outages {
                 println!(
                     "failover {:?}: {} trials, outage p50 {} ms, p90 {} ms, p99 {} ms, max {} ms (all: {:?})",
@@ -124,7 +135,11 @@ fn main() -> anyhow::Result<()> {
                     o.samples
                 );
             }
-            println!("rolling restart of 3 speakers: {requests} requests, {failed} failed");
+            for (round, (requests, failed)) in rounds.iter().enumerate() {
+                println!(
+                    "rolling restart {round} of 3 speakers: {requests} requests, {failed} failed"
+                );
+            }
             Ok(())
         }
         Command::BenchSpeakerIdle { addresses, seconds } => {
