@@ -42,13 +42,87 @@ impl std::fmt::Debug for Stores {
     }
 }
 
-/// Drops what the speaker never reads: managed fields and kubectl's copy of the whole object are
-/// most of a cached object's size.
-fn slim<K: Resource>(obj: &mut K) {
-    let meta = obj.meta_mut();
-    meta.managed_fields = None;
-    if let Some(a) = meta.annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+/// Drops what the speaker never reads from a cached object, before it is stored: managed fields
+/// and kubectl's last-applied copy everywhere, and per kind every field the election and the
+/// reports do not use (a Node's image list alone is often tens of kilobytes).
+trait Slim: Resource {
+    fn slim(&mut self) {
+        let meta = self.meta_mut();
+        meta.managed_fields = None;
+        if let Some(a) = meta.annotations.as_mut() {
+            a.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+    }
+}
+
+impl Slim for IPAddressPool {}
+impl Slim for L2Advertisement {}
+
+impl Slim for Service {
+    fn slim(&mut self) {
+        let meta = &mut self.metadata;
+        meta.managed_fields = None;
+        // Only our own annotations are read (the pool the controller assigned).
+        if let Some(a) = meta.annotations.as_mut() {
+            a.retain(|k, _| k.starts_with("ferrolb.io/"));
+        }
+        if let Some(spec) = self.spec.take() {
+            self.spec = Some(k8s_openapi::api::core::v1::ServiceSpec {
+                type_: spec.type_,
+                load_balancer_class: spec.load_balancer_class,
+                external_traffic_policy: spec.external_traffic_policy,
+                ..Default::default()
+            });
+        }
+        if let Some(status) = self.status.as_mut()
+            && let Some(conds) = status.conditions.as_mut()
+        {
+            conds.retain(|c| c.type_ == ANNOUNCED);
+        }
+    }
+}
+
+impl Slim for EndpointSlice {
+    fn slim(&mut self) {
+        self.metadata.managed_fields = None;
+        self.metadata.annotations = None;
+        self.ports = None;
+        for ep in &mut self.endpoints {
+            ep.addresses.clear();
+            ep.target_ref = None;
+            ep.hints = None;
+            ep.hostname = None;
+            ep.deprecated_topology = None;
+        }
+    }
+}
+
+impl Slim for Node {
+    fn slim(&mut self) {
+        self.metadata.managed_fields = None;
+        self.metadata.annotations = None;
+        if let Some(spec) = self.spec.take() {
+            self.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+                unschedulable: spec.unschedulable,
+                ..Default::default()
+            });
+        }
+        if let Some(status) = self.status.take() {
+            self.status = Some(k8s_openapi::api::core::v1::NodeStatus {
+                addresses: status.addresses,
+                conditions: status.conditions.map(|cs| {
+                    cs.into_iter()
+                        .filter(|c| c.type_ == "Ready" || c.type_ == "NetworkUnavailable")
+                        .map(|c| k8s_openapi::api::core::v1::NodeCondition {
+                            type_: c.type_,
+                            status: c.status,
+                            ..Default::default()
+                        })
+                        .collect()
+                }),
+                ..Default::default()
+            });
+        }
     }
 }
 
@@ -56,16 +130,14 @@ fn slim<K: Resource>(obj: &mut K) {
 pub fn start(client: &Client, changed: Arc<Notify>) -> Stores {
     fn spawn<K>(api: Api<K>, changed: Arc<Notify>, cfg: watcher::Config) -> Store<K>
     where
-        K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+        K: Slim + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
         K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
     {
         let (reader, writer) = reflector::store();
         let kind = K::kind(&K::DynamicType::default()).to_string();
         let stream = reflector::reflector(
             writer,
-            watcher::watcher(api, cfg)
-                .default_backoff()
-                .modify(slim::<K>),
+            watcher::watcher(api, cfg).default_backoff().modify(K::slim),
         );
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);

@@ -32,8 +32,8 @@ use crate::frame::{self, Request};
 use crate::iface::Interface;
 
 /// How long the receive thread blocks before it looks at the stop flag: bounds how long `stop`
-/// waits, and costs ten wake-ups a second on an idle link.
-pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
+/// waits, and costs two wake-ups a second on an idle link.
+pub const READ_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a send may wait for room in the socket's queue before it is reported as failed.
 pub const WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 /// How long `stop` waits for the thread: a read timeout and a write timeout, with margin.
