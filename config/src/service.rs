@@ -147,6 +147,29 @@ fn parse_ips(annotation: &str, value: &str) -> Result<Vec<IpAddr>, IntentError> 
     Ok(out)
 }
 
+/// Whether ferrolb handles this Service: `type: LoadBalancer` and a class that is unset or `class`
+/// (the daemons' `--load-balancer-class`).
+pub fn is_ours(svc: &k8s_openapi::api::core::v1::Service, class: Option<&str>) -> bool {
+    let Some(spec) = &svc.spec else { return false };
+    spec.type_.as_deref() == Some("LoadBalancer")
+        && match spec.load_balancer_class.as_deref() {
+            None => true,
+            Some(c) => Some(c) == class,
+        }
+}
+
+/// Addresses the Service's status shows now.
+pub fn status_ips(svc: &k8s_openapi::api::core::v1::Service) -> Vec<IpAddr> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

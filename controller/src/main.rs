@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use ferrolb_config::LogArgs;
+use ferrolb_daemon::Shutdown;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use tracing::{error, info};
@@ -89,21 +90,10 @@ async fn main() -> anyhow::Result<()> {
     };
     info!(version = env!("CARGO_PKG_VERSION"), %identity, "ferrolb-controller starting");
 
-    let config = match &cli.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading --kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no Kubernetes configuration (in-cluster or kubeconfig)")?,
-    };
-    let client = kube::Client::try_from(config)?;
+    let client = ferrolb_daemon::client(cli.kubeconfig.as_deref()).await?;
 
     let metrics = metrics::Metrics::new();
-    let serve = metrics::serve(cli.metrics_bind_address, metrics.clone());
+    let serve = ferrolb_daemon::serve(cli.metrics_bind_address, metrics.health.clone());
     let elector = lease::Elector::new(
         Api::<Lease>::namespaced(client.clone(), &cli.namespace),
         lease::LeaseConfig {
@@ -127,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     tokio::select! {
-        r = serve => r.with_context(|| format!("serving metrics on {}", cli.metrics_bind_address)),
+        r = serve => r,
         r = work => {
             if let Err(e) = &r { error!(error = %e, "controller stopped"); }
             r
@@ -142,31 +132,6 @@ async fn main() -> anyhow::Result<()> {
                 Err(_) => error!("releasing the leader lease timed out"),
             }
             Ok(())
-        }
-    }
-}
-
-/// SIGTERM (what the kubelet sends) and SIGINT (Ctrl-C), registered before anything else so that
-/// a signal arriving during start-up is not lost.
-struct Shutdown {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Shutdown {
-    fn register() -> anyhow::Result<Shutdown> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Shutdown {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    /// Waits for either signal and names the one that came.
-    async fn wait(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
         }
     }
 }

@@ -1,13 +1,8 @@
-//! Prometheus metrics and the `/healthz`, `/readyz`, `/metrics` endpoints.
+//! The controller's Prometheus metrics (served with `/healthz` and `/readyz` by `ferrolb-daemon`).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use ferrolb_daemon::Health;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -30,7 +25,6 @@ pub struct ReasonLabels {
 /// Everything the controller exports.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
     /// Addresses in each pool and family (a float: a /64 does not fit an integer gauge).
     pub pool_size: Family<PoolLabels, Gauge<f64, AtomicU64>>,
     pub pool_in_use: Family<PoolLabels, Gauge<f64, AtomicU64>>,
@@ -38,7 +32,8 @@ pub struct Metrics {
     pub allocation_seconds: Histogram,
     pub errors: Family<ReasonLabels, Counter>,
     pub leader: Gauge,
-    ready: AtomicBool,
+    /// The registry and readiness behind the endpoints.
+    pub health: Arc<Health>,
 }
 
 impl Metrics {
@@ -78,50 +73,17 @@ impl Metrics {
             leader.clone(),
         );
         Arc::new(Metrics {
-            registry,
+            health: Arc::new(Health::new(registry)),
             pool_size,
             pool_in_use,
             allocation_seconds,
             errors,
             leader,
-            ready: AtomicBool::new(false),
         })
     }
 
     /// Marks the process ready (`/readyz` answers 200).
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
-    }
-
-    fn encode(&self) -> Result<String, std::fmt::Error> {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        Ok(out)
-    }
-}
-
-/// Serves the endpoints until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(export))
-        .with_state(metrics);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).await
-}
-
-async fn readyz(State(m): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
-    if m.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-    }
-}
-
-async fn export(State(m): State<Arc<Metrics>>) -> (StatusCode, String) {
-    match m.encode() {
-        Ok(body) => (StatusCode::OK, body),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        self.health.set_ready(ready);
     }
 }

@@ -1,7 +1,6 @@
 //! Kubernetes objects into allocator requests: the one place where the controller reads Services.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use ferrolb_allocator::{
     Family, FamilyPolicy, PoolChoice, PoolName, Protocol, Request, ServiceKey, Sharing,
@@ -32,28 +31,7 @@ pub fn key(svc: &Service) -> ServiceKey {
     )
 }
 
-/// Whether the controller handles this Service: `type: LoadBalancer` and a class that is unset or
-/// ours.
-pub fn is_ours(svc: &Service, class: Option<&str>) -> bool {
-    let Some(spec) = &svc.spec else { return false };
-    spec.type_.as_deref() == Some("LoadBalancer")
-        && match spec.load_balancer_class.as_deref() {
-            None => true,
-            Some(c) => Some(c) == class,
-        }
-}
-
-/// Addresses the Service's status shows now.
-pub fn status_ips(svc: &Service) -> Vec<IpAddr> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
-        .collect()
-}
+pub use ferrolb_config::service::{is_ours, status_ips};
 
 /// The pool annotation the Service carries now.
 pub fn status_pool(svc: &Service) -> Option<&str> {

@@ -12,9 +12,9 @@ mod watch;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 use ferrolb_config::LogArgs;
+use ferrolb_daemon::Shutdown;
 use tracing::{error, info};
 
 /// ferrolb speaker: announces LoadBalancer addresses owned by this node with ARP and NDP.
@@ -144,57 +144,15 @@ async fn main() -> anyhow::Result<()> {
     }
     info!(version = env!("CARGO_PKG_VERSION"), node = %cli.node_name, "ferrolb-speaker starting");
 
-    let config = match &cli.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading --kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no Kubernetes configuration (in-cluster or kubeconfig)")?,
-    };
-    let client = kube::Client::try_from(config)?;
+    let client = ferrolb_daemon::client(cli.kubeconfig.as_deref()).await?;
     let metrics = metrics::Metrics::new();
-    let serve = metrics::serve(cli.metrics_bind_address, metrics.clone());
+    let serve = ferrolb_daemon::serve(cli.metrics_bind_address, metrics.health.clone());
     let result = tokio::select! {
-        r = serve => r.with_context(|| format!("serving metrics on {}", cli.metrics_bind_address)),
+        r = serve => r,
         r = run::run(&cli, client, metrics.clone(), &mut shutdown) => r,
     };
     if let Err(e) = &result {
         error!(error = %e, "speaker stopped");
     }
     result
-}
-
-/// SIGTERM (what the kubelet sends) and SIGINT (Ctrl-C), registered before anything else so that
-/// a signal arriving during start-up is not lost.
-pub struct Shutdown {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl std::fmt::Debug for Shutdown {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Shutdown")
-    }
-}
-
-impl Shutdown {
-    fn register() -> anyhow::Result<Shutdown> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Shutdown {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    /// Waits for either signal and names the one that came.
-    pub async fn wait(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        }
-    }
 }

@@ -1,13 +1,8 @@
-//! Prometheus metrics and the `/healthz`, `/readyz`, `/metrics` endpoints of the speaker.
+//! The speaker's Prometheus metrics (served with `/healthz` and `/readyz` by `ferrolb-daemon`).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use ferrolb_daemon::Health;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -28,7 +23,6 @@ pub struct InterfaceLabels {
 /// Everything the speaker exports.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
     /// 1 per address and interface this node announces.
     pub announced: Family<AddressLabels, Gauge>,
     /// Frames sent and requests seen, per interface (copied from the responders' counters).
@@ -44,7 +38,8 @@ pub struct Metrics {
     pub quorum: Gauge,
     /// Addresses gained and lost by this node.
     pub ownership_changes: Counter,
-    ready: AtomicBool,
+    /// The registry and readiness behind the endpoints.
+    pub health: Arc<Health>,
 }
 
 impl Metrics {
@@ -60,8 +55,7 @@ impl Metrics {
             known_members: Gauge::default(),
             quorum: Gauge::default(),
             ownership_changes: Counter::default(),
-            ready: AtomicBool::new(false),
-            registry: Registry::default(),
+            health: Arc::new(Health::new(Registry::default())),
         };
         registry.register(
             "announced",
@@ -104,43 +98,14 @@ impl Metrics {
             "Addresses gained or lost by this node",
             m.ownership_changes.clone(),
         );
-        Arc::new(Metrics { registry, ..m })
+        Arc::new(Metrics {
+            health: Arc::new(Health::new(registry)),
+            ..m
+        })
     }
 
     /// Marks the process ready (`/readyz` answers 200).
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
-    }
-
-    fn encode(&self) -> Result<String, std::fmt::Error> {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        Ok(out)
-    }
-}
-
-/// Serves the endpoints until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(export))
-        .with_state(metrics);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).await
-}
-
-async fn readyz(State(m): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
-    if m.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-    }
-}
-
-async fn export(State(m): State<Arc<Metrics>>) -> (StatusCode, String) {
-    match m.encode() {
-        Ok(body) => (StatusCode::OK, body),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        self.health.set_ready(ready);
     }
 }

@@ -24,7 +24,8 @@ use crate::gossip::{Change, Gossip};
 use crate::metrics::{AddressLabels, InterfaceLabels, Metrics};
 use crate::report::{Wanted, Writer, announced_message, problems_summary};
 use crate::watch::{self, Stores};
-use crate::{Cli, Shutdown, key};
+use crate::{Cli, key};
+use ferrolb_daemon::Shutdown;
 
 /// Period of the housekeeping pass: retries failed writes, re-reads interfaces, re-joins peers.
 const TICK: Duration = Duration::from_secs(2);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use ferrolb_config::l2::parse_advertisement;
 use ferrolb_config::pool::{FieldError, parse_pool, ranks};
-use ferrolb_config::service::ASSIGNED_POOL;
+use ferrolb_config::service::{ASSIGNED_POOL, is_ours, status_ips};
 use ferrolb_crds::{IPAddressPool, L2Advertisement};
 use ferrolb_speaker_core::{NodeInfo, PoolInfo, ServiceInfo, World};
 use futures::StreamExt;
@@ -186,16 +186,6 @@ pub struct Problems {
     pub advertisements: BTreeMap<String, Vec<FieldError>>,
 }
 
-/// A Service the speaker handles: `type: LoadBalancer`, our class (or none), addresses in status.
-fn handled(svc: &Service, class: Option<&str>) -> bool {
-    let Some(spec) = &svc.spec else { return false };
-    spec.type_.as_deref() == Some("LoadBalancer")
-        && match spec.load_balancer_class.as_deref() {
-            None => true,
-            Some(c) => Some(c) == class,
-        }
-}
-
 pub fn key_of<K: Resource>(obj: &K) -> String {
     let m = obj.meta();
     format!(
@@ -203,17 +193,6 @@ pub fn key_of<K: Resource>(obj: &K) -> String {
         m.namespace.as_deref().unwrap_or(""),
         m.name.as_deref().unwrap_or("")
     )
-}
-
-fn status_ips(svc: &Service) -> Vec<IpAddr> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
-        .collect()
 }
 
 /// Builds the election's input from the stores.
@@ -305,7 +284,7 @@ pub fn world(stores: &Stores, class: Option<&str>) -> (World, Problems) {
         }
     }
     for svc in stores.services.state() {
-        if !handled(&svc, class) {
+        if !is_ours(&svc, class) {
             continue;
         }
         let ips = status_ips(&svc);
