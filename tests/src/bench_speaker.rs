@@ -1,7 +1,7 @@
 //! `ferrolb-lab bench-failover` and `bench-speaker-idle`: the speaker's figures in the lab, with the
 //! real API server, the controller and speakers as processes.
 //!
-//! Failover: the client's probe loop (a TCP request every 20 ms, 100 ms timeout) runs against the
+//! Failover: the client's probe loop (by default a TCP request every 20 ms, 100 ms timeout) runs against the
 //! VIP while the owner dies; the outage is the longest gap between two answered requests. Each trial
 //! restores the node and waits until the original owner answers again before the next one.
 
@@ -53,7 +53,9 @@ pub fn failover(
     trials: usize,
     restarts: usize,
     speaker_args: &[&str],
+    probe: (u32, u32),
 ) -> anyhow::Result<(Vec<Outages>, Vec<Restart>)> {
+    let (interval_ms, timeout_ms) = probe;
     let mut args = vec!["--log-level", "info"];
     args.extend(speaker_args);
     let args = &args[..];
@@ -66,7 +68,8 @@ pub fn failover(
         let mut samples = Vec::new();
         for t in 0..trials {
             let owner = stable_owner(&c, vip)?;
-            let mut probe = start_probe(&c.lab, target, 150, 20, 100)?;
+            let count = 3000 / interval_ms.max(1);
+            let mut probe = start_probe(&c.lab, target, count, interval_ms, timeout_ms)?;
             std::thread::sleep(Duration::from_millis(500));
             match death {
                 Death::Node => c.lab.set_link(Port::Node(owner), false)?,
@@ -103,7 +106,7 @@ pub fn failover(
     let mut rounds = Vec::new();
     for round in 0..restarts {
         stable_owner(&c, vip)?;
-        let mut probe = start_probe(&c.lab, target, 100_000, 20, 100)?;
+        let mut probe = start_probe(&c.lab, target, 100_000, interval_ms, timeout_ms)?;
         std::thread::sleep(Duration::from_millis(500));
         for i in 1..=3 {
             c.stop_speaker(i)?;

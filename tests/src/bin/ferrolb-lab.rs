@@ -53,6 +53,11 @@ enum Command {
         /// Rolling restarts of every speaker, each measured on its own.
         #[arg(long, default_value_t = 5)]
         restarts: usize,
+        /// The probe loop's period and timeout: the outage's resolution.
+        #[arg(long, default_value_t = 20)]
+        probe_interval_ms: u32,
+        #[arg(long, default_value_t = 100)]
+        probe_timeout_ms: u32,
         /// Extra speaker flags, e.g. `--speaker-arg=--sticky`.
         #[arg(long = "speaker-arg", allow_hyphen_values = true)]
         speaker_args: Vec<String>,
@@ -119,10 +124,17 @@ fn main() -> anyhow::Result<()> {
         Command::BenchFailover {
             trials,
             restarts,
+            probe_interval_ms,
+            probe_timeout_ms,
             speaker_args,
         } => {
             let extra: Vec<&str> = speaker_args.iter().map(String::as_str).collect();
-            let (outages, rounds) = ferrolb_lab::bench_speaker::failover(trials, restarts, &extra)?;
+            let (outages, rounds) = ferrolb_lab::bench_speaker::failover(
+                trials,
+                restarts,
+                &extra,
+                (probe_interval_ms, probe_timeout_ms),
+            )?;
             for o in &outages {
                 println!(
                     "failover {:?}: {} trials, outage p50 {} ms, p90 {} ms, p99 {} ms, max {} ms (all: {:?})",
