@@ -10,6 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::Semaphore;
+
 use ferrolb_crds::L2Advertisement;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -39,7 +41,13 @@ pub struct Writer {
     recorder: Recorder,
     node: String,
     in_flight: Arc<Mutex<BTreeSet<String>>>,
+    /// Bounds the writes and Events in flight: a speaker gaining a thousand addresses at once must
+    /// not open a thousand requests to the API server (the controller keeps 32 in flight).
+    permits: Arc<Semaphore>,
 }
+
+/// Writes and Events in flight at most, per speaker.
+const IN_FLIGHT: usize = 16;
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,6 +74,7 @@ impl Writer {
             client,
             node: node.into(),
             in_flight: Arc::new(Mutex::new(BTreeSet::new())),
+            permits: Arc::new(Semaphore::new(IN_FLIGHT)),
         }
     }
 
@@ -97,7 +106,9 @@ impl Writer {
         // current owner wrote since.
         let version = svc.metadata.resource_version.clone();
         let this = self.clone();
+        let permits = self.permits.clone();
         tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await;
             let api: Api<Service> = Api::namespaced(this.client.clone(), &ns);
             let cond = Condition {
                 type_: ANNOUNCED.into(),
@@ -142,7 +153,9 @@ impl Writer {
             return;
         }
         let this = self.clone();
+        let permits = self.permits.clone();
         tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await;
             let api: Api<L2Advertisement> = Api::all(this.client.clone());
             let body = json!({
                 "apiVersion": "ferrolb.io/v1alpha1", "kind": "L2Advertisement",
@@ -181,7 +194,9 @@ impl Writer {
         }
         let this = self.clone();
         let generation = adv.metadata.generation;
+        let permits = self.permits.clone();
         tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await;
             let api: Api<L2Advertisement> = Api::all(this.client.clone());
             let (status, reason, message) = match valid {
                 Ok(()) => ("True", "Valid", "the spec is valid".to_string()),
@@ -222,7 +237,9 @@ impl Writer {
         let reference: ObjectReference = obj.object_ref(&());
         let recorder = self.recorder.clone();
         let reason = reason.to_string();
+        let permits = self.permits.clone();
         tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await;
             let ev = Event {
                 type_,
                 reason: reason.clone(),
