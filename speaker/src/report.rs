@@ -57,10 +57,17 @@ impl std::fmt::Debug for Writer {
     }
 }
 
-/// The message of a `True` condition; [`crate::watch::previous_owners`] reads the node back from
-/// the third word.
+/// The message of a `True` condition; [`announcer_in`] reads the node back.
 pub fn announced_message(node: &str, interfaces: &[String], ips: &str) -> String {
     format!("announced by {node} on {} ({ips})", interfaces.join(", "))
+}
+
+/// The node named by a message of [`announced_message`].
+pub fn announcer_in(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("announced by ")?
+        .split_whitespace()
+        .next()
 }
 
 impl Writer {
@@ -286,4 +293,20 @@ pub fn problems_summary(entries: &[ferrolb_crds::L2NodeStatus]) -> Option<String
             .collect::<Vec<_>>()
             .join("; "),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_announcer_is_read_back_from_the_message() {
+        let m = announced_message("node-2", &["eth0".into(), "eth1".into()], "192.0.2.64");
+        assert_eq!(m, "announced by node-2 on eth0, eth1 (192.0.2.64)");
+        assert_eq!(announcer_in(&m), Some("node-2"));
+        assert_eq!(
+            announcer_in("node-2 owns 192.0.2.64 but has no interface"),
+            None
+        );
+    }
 }

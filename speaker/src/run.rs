@@ -73,15 +73,13 @@ enum Wake {
     Tick,
 }
 
-/// The node's gossip address: the flag, else the Node's first InternalIP of any family.
-fn node_ip(node: &Node) -> Option<IpAddr> {
+/// The InternalIP addresses of a Node, in the order the kubelet lists them.
+fn internal_ips(node: &Node) -> impl Iterator<Item = IpAddr> + '_ {
     node.status
-        .as_ref()?
-        .addresses
-        .as_ref()?
         .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
         .filter(|a| a.type_ == "InternalIP")
-        .find_map(|a| a.address.parse().ok())
+        .filter_map(|a| a.address.parse().ok())
 }
 
 /// Gossip addresses of every other node, in the family of ours.
@@ -91,16 +89,7 @@ fn peers(stores: &Stores, me: &str, mine: IpAddr, port: u16) -> Vec<SocketAddr> 
         .state()
         .iter()
         .filter(|n| n.metadata.name.as_deref() != Some(me))
-        .filter_map(|n| {
-            n.status
-                .as_ref()?
-                .addresses
-                .as_ref()?
-                .iter()
-                .filter(|a| a.type_ == "InternalIP")
-                .filter_map(|a| a.address.parse::<IpAddr>().ok())
-                .find(|ip| ip.is_ipv4() == mine.is_ipv4())
-        })
+        .filter_map(|n| internal_ips(n).find(|ip| ip.is_ipv4() == mine.is_ipv4()))
         .map(|ip| SocketAddr::new(ip, port))
         .collect()
 }
@@ -138,7 +127,7 @@ pub async fn run(
                 .state()
                 .iter()
                 .find(|n| n.metadata.name.as_deref() == Some(cli.node_name.as_str()))
-                .and_then(|n| node_ip(n))
+                .and_then(|n| internal_ips(n).next())
                 .with_context(|| {
                     format!(
                         "Node {} has no InternalIP; pass --gossip-address (NODE_IP)",

@@ -323,7 +323,7 @@ pub fn previous_owners(stores: &Stores) -> BTreeMap<IpAddr, String> {
                 cs.iter()
                     .find(|c| c.type_ == ANNOUNCED && c.status == "True")
             })
-            .and_then(|c| c.message.split_whitespace().nth(2).map(str::to_string));
+            .and_then(|c| crate::report::announcer_in(&c.message).map(str::to_string));
         if let Some(node) = node {
             for ip in status_ips(&svc) {
                 out.insert(ip, node.clone());

@@ -188,7 +188,12 @@ impl Cluster {
             Duration::from_millis(100),
             || {
                 let (status, msg) = self.condition(service).ok()??;
-                let node = msg.split_whitespace().nth(2)?.to_string();
+                // "announced by <node> on <interfaces> (<addresses>)", the speaker's wording.
+                let node = msg
+                    .strip_prefix("announced by ")?
+                    .split_whitespace()
+                    .next()?
+                    .to_string();
                 (status == "True" && Some(node.as_str()) != not).then_some(node)
             },
         )
@@ -223,6 +228,21 @@ impl Cluster {
             "-o",
             r#"jsonpath={.status.conditions[?(@.type=="ferrolb.io/Announced")].reason}"#,
         ])
+    }
+
+    /// Runs `kubectl <args>` until `accept` takes its output (at most `timeout`); returns what
+    /// `accept` returned, or fails with the speakers' logs.
+    pub fn wait_kubectl<T>(
+        &self,
+        what: &str,
+        args: &[&str],
+        timeout: Duration,
+        accept: impl Fn(String) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        cmd::wait_for(what, timeout, Duration::from_millis(200), || {
+            accept(self.env.kubectl(args).ok()?)
+        })
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
     }
 
     /// SIGKILLs node `i`'s speaker (the node stays up).

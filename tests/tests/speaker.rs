@@ -345,25 +345,20 @@ fn bad_input_is_reported_and_changes_nothing() {
         "apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: eth9}\nspec: {interfaces: [eth9]}\n---\n",
     )
     .unwrap();
-    let problems = ferrolb_lab::cmd::wait_for(
-        "the missing interface in the advertisement's status",
-        WAIT,
-        Duration::from_millis(200),
-        || {
-            let p = c
-                .env
-                .kubectl(&[
-                    "get",
-                    "l2advertisement",
-                    "eth9",
-                    "-o",
-                    "jsonpath={.status.problems}",
-                ])
-                .ok()?;
-            (p.contains("eth9") && p.contains("node-1") && p.contains("node-3")).then_some(p)
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let problems = c
+        .wait_kubectl(
+            "the missing interface in the advertisement's status",
+            &[
+                "get",
+                "l2advertisement",
+                "eth9",
+                "-o",
+                "jsonpath={.status.problems}",
+            ],
+            WAIT,
+            |p| (p.contains("eth9") && p.contains("node-1") && p.contains("node-3")).then_some(p),
+        )
+        .unwrap();
     assert!(
         problems.starts_with("spec.interfaces: eth9 missing on"),
         "{problems}"
@@ -400,25 +395,20 @@ fn bad_input_is_reported_and_changes_nothing() {
         "apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: bad-selector}\nspec:\n  nodeSelectors:\n  - matchExpressions: [{key: zone, operator: Near}]\n---\n",
     )
     .unwrap();
-    let msg = ferrolb_lab::cmd::wait_for(
-        "Valid=False on bad-selector",
-        WAIT,
-        Duration::from_millis(200),
-        || {
-            let m = c
-                .env
-                .kubectl(&[
-                    "get",
-                    "l2advertisement",
-                    "bad-selector",
-                    "-o",
-                    r#"jsonpath={.status.conditions[?(@.type=="Valid")].status} {.status.conditions[?(@.type=="Valid")].message}"#,
-                ])
-                .ok()?;
-            m.starts_with("False").then_some(m)
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let msg = c
+        .wait_kubectl(
+            "Valid=False on bad-selector",
+            &[
+                "get",
+                "l2advertisement",
+                "bad-selector",
+                "-o",
+                r#"jsonpath={.status.conditions[?(@.type=="Valid")].status} {.status.conditions[?(@.type=="Valid")].message}"#,
+            ],
+            WAIT,
+            |m| m.starts_with("False").then_some(m),
+        )
+        .unwrap();
     assert!(
         msg.contains("spec.nodeSelectors[0]") && msg.contains("Near"),
         "{msg}"

@@ -128,11 +128,6 @@ impl Schedule {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.queue.first().map(|(t, _)| *t)
     }
-
-    /// Owned addresses.
-    pub fn owned(&self) -> impl Iterator<Item = &IpAddr> {
-        self.entries.keys()
-    }
 }
 
 /// "Never" for a schedule without refresh: a century.
