@@ -151,8 +151,18 @@ fn parse_ips(annotation: &str, value: &str) -> Result<Vec<IpAddr>, IntentError> 
 /// (the daemons' `--load-balancer-class`).
 pub fn is_ours(svc: &k8s_openapi::api::core::v1::Service, class: Option<&str>) -> bool {
     let Some(spec) = &svc.spec else { return false };
-    spec.type_.as_deref() == Some("LoadBalancer")
-        && match spec.load_balancer_class.as_deref() {
+    handles(
+        spec.type_.as_deref(),
+        spec.load_balancer_class.as_deref(),
+        class,
+    )
+}
+
+/// [`is_ours`] from the two fields it reads: the Service's `spec.type` and
+/// `spec.loadBalancerClass`.
+pub fn handles(type_: Option<&str>, service_class: Option<&str>, class: Option<&str>) -> bool {
+    type_ == Some("LoadBalancer")
+        && match service_class {
             None => true,
             Some(c) => Some(c) == class,
         }
@@ -160,8 +170,12 @@ pub fn is_ours(svc: &k8s_openapi::api::core::v1::Service, class: Option<&str>) -
 
 /// Addresses the Service's status shows now.
 pub fn status_ips(svc: &k8s_openapi::api::core::v1::Service) -> Vec<IpAddr> {
-    svc.status
-        .as_ref()
+    ingress_ips(svc.status.as_ref())
+}
+
+/// [`status_ips`] from the Service's status.
+pub fn ingress_ips(status: Option<&k8s_openapi::api::core::v1::ServiceStatus>) -> Vec<IpAddr> {
+    status
         .and_then(|s| s.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref())
         .into_iter()

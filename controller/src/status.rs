@@ -7,9 +7,10 @@ use std::net::IpAddr;
 
 use ferrolb_config::service::ASSIGNED_POOL;
 use ferrolb_crds::IPAddressPool;
+use ferrolb_daemon::Events;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::{Client, Resource};
 use serde_json::json;
 use tracing::warn;
@@ -21,7 +22,7 @@ pub const MANAGER: &str = "ferrolb-controller";
 #[derive(Clone)]
 pub struct Writer {
     client: Client,
-    recorder: Recorder,
+    events: Events,
 }
 
 impl std::fmt::Debug for Writer {
@@ -32,12 +33,8 @@ impl std::fmt::Debug for Writer {
 
 impl Writer {
     pub fn new(client: Client, identity: &str) -> Self {
-        let reporter = Reporter {
-            controller: MANAGER.into(),
-            instance: Some(identity.into()),
-        };
         Writer {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: Events::new(client.clone(), MANAGER, Some(identity.into())),
             client,
         }
     }
@@ -110,7 +107,7 @@ impl Writer {
             action: reason.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &reference).await {
+        if let Err(e) = self.events.publish(&ev, &reference).await {
             warn!(reason, error = %e, "could not publish event");
         }
     }

@@ -159,7 +159,10 @@ impl Gossip {
             .with_gossip_interval(timing.gossip_interval)
             .with_gossip_nodes(3)
             .with_retransmit_mult(4)
-            .with_push_pull_interval(Duration::from_secs(5))
+            // Full state exchange (a TCP session with a random member) at memberlist's LAN
+            // default: gossip and probes carry every change; the joiner in run.rs re-joins
+            // members not live every 2 s, which is what heals partitions quickly.
+            .with_push_pull_interval(Duration::from_secs(30))
             .with_gossip_to_the_dead_time(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(1))
             // Encryption needs all three: the key, an algorithm and verify-outgoing (without the

@@ -130,7 +130,7 @@ pub struct Cli {
     log: LogArgs,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut shutdown = Shutdown::register()?;

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub quorum: Gauge,
     /// Addresses gained and lost by this node.
     pub ownership_changes: Counter,
+    /// Elections run (one per change of the API objects, the membership or the interfaces).
+    pub elections: Counter,
     /// The registry and readiness behind the endpoints.
     pub health: Arc<Health>,
 }
@@ -55,6 +57,7 @@ impl Metrics {
             known_members: Gauge::default(),
             quorum: Gauge::default(),
             ownership_changes: Counter::default(),
+            elections: Counter::default(),
             health: Arc::new(Health::new(Registry::default())),
         };
         registry.register(
@@ -97,6 +100,11 @@ impl Metrics {
             "ownership_changes",
             "Addresses gained or lost by this node",
             m.ownership_changes.clone(),
+        );
+        registry.register(
+            "elections",
+            "Elections run: one per change of the API objects, the membership or the interfaces",
+            m.elections.clone(),
         );
         Arc::new(Metrics {
             health: Arc::new(Health::new(registry)),

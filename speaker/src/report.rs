@@ -13,15 +13,16 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
 use ferrolb_crds::L2Advertisement;
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use ferrolb_daemon::Events;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter as EventReporter};
+use kube::runtime::events::{Event, EventType};
 use kube::{Client, Resource};
 use serde_json::json;
 use tracing::{debug, warn};
 
-use crate::watch::ANNOUNCED;
+use crate::watch::{ANNOUNCED, CachedService};
 
 /// Field manager of the Service conditions, shared by every speaker.
 pub const MANAGER: &str = "ferrolb-speaker";
@@ -38,7 +39,7 @@ pub struct Wanted {
 #[derive(Clone)]
 pub struct Writer {
     client: Client,
-    recorder: Recorder,
+    events: Events,
     node: String,
     in_flight: Arc<Mutex<BTreeSet<String>>>,
     /// Bounds the writes and Events in flight: a speaker gaining a thousand addresses at once must
@@ -72,12 +73,8 @@ pub fn announcer_in(message: &str) -> Option<&str> {
 
 impl Writer {
     pub fn new(client: Client, node: &str) -> Writer {
-        let reporter = EventReporter {
-            controller: MANAGER.into(),
-            instance: Some(node.into()),
-        };
         Writer {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: Events::new(client.clone(), MANAGER, Some(node.into())),
             client,
             node: node.into(),
             in_flight: Arc::new(Mutex::new(BTreeSet::new())),
@@ -86,20 +83,16 @@ impl Writer {
     }
 
     /// Whether the Service's cached condition already says `want`.
-    pub fn up_to_date(svc: &Service, want: &Wanted) -> bool {
-        svc.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == ANNOUNCED))
-            .is_some_and(|c| {
-                (c.status == "True") == want.status
-                    && c.reason == want.reason
-                    && c.message == want.message
-            })
+    pub fn up_to_date(svc: &CachedService, want: &Wanted) -> bool {
+        svc.announced().is_some_and(|c| {
+            (c.status == "True") == want.status
+                && c.reason == want.reason
+                && c.message == want.message
+        })
     }
 
     /// Writes the Service's condition in the background (skipped when a write to it is running).
-    pub fn condition(&self, svc: &Service, want: Wanted) {
+    pub fn condition(&self, svc: &CachedService, want: Wanted) {
         let (Some(ns), Some(name)) = (svc.metadata.namespace.clone(), svc.metadata.name.clone())
         else {
             return;
@@ -116,7 +109,8 @@ impl Writer {
         let permits = self.permits.clone();
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let api: Api<Service> = Api::namespaced(this.client.clone(), &ns);
+            // The reply is read as a CachedService too: only the cached fields are allocated.
+            let api: Api<CachedService> = Api::namespaced(this.client.clone(), &ns);
             let cond = Condition {
                 type_: ANNOUNCED.into(),
                 status: if want.status { "True" } else { "False" }.into(),
@@ -242,7 +236,7 @@ impl Writer {
         K: Resource<DynamicType = ()>,
     {
         let reference: ObjectReference = obj.object_ref(&());
-        let recorder = self.recorder.clone();
+        let events = self.events.clone();
         let reason = reason.to_string();
         let permits = self.permits.clone();
         tokio::spawn(async move {
@@ -254,7 +248,7 @@ impl Writer {
                 action: reason.clone(),
                 secondary: None,
             };
-            if let Err(e) = recorder.publish(&ev, &reference).await {
+            if let Err(e) = events.publish(&ev, &reference).await {
                 warn!(%reason, error = %e, "could not publish event");
             }
         });

@@ -11,7 +11,7 @@ use ferrolb_crds::{L2Advertisement, L2NodeStatus};
 use ferrolb_speaker_core::interfaces::{LinkInfo, choose};
 use ferrolb_speaker_core::schedule::Timing;
 use ferrolb_speaker_core::{Membership, NoOwner, Options, Schedule, elect, hash};
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::Client;
 use kube::runtime::events::EventType;
@@ -60,6 +60,8 @@ struct Speaker<'a> {
     settle_until: Option<Instant>,
     /// Whether the last election let this speaker answer (quorum, settled).
     answering: bool,
+    /// When the last election ran, until the heap freed after it is handed back.
+    busy_at: Option<Instant>,
 }
 
 /// What woke the loop.
@@ -202,6 +204,7 @@ pub async fn run(
         pending_failures: BTreeMap::new(),
         settle_until: None,
         answering: false,
+        busy_at: None,
     };
     sp.metrics.set_ready(true);
     info!(%ip, port = cli.gossip_port, "speaker running");
@@ -314,6 +317,12 @@ impl Speaker<'_> {
                 self.report_pending |= self.advertisements();
             }
             self.export();
+            // A quiet tick after elections (and the writes they started, whose echoes are
+            // elections too): the bursts are over, give their freed memory back.
+            if wake == Wake::Tick && self.busy_at.is_some_and(|t| now >= t + TICK) {
+                self.busy_at = None;
+                ferrolb_net::release_free_memory();
+            }
         }
         for ip in self.schedule.due(now) {
             self.dataplane.announce(ip);
@@ -323,6 +332,8 @@ impl Speaker<'_> {
     /// Elects, places and schedules; returns the addresses whose interfaces grew and the
     /// placement before, for the Events.
     fn decide(&mut self, now: Instant) -> (Vec<IpAddr>, Placement) {
+        self.metrics.elections.inc();
+        self.busy_at = Some(now);
         let (world, problems) = watch::world(&self.stores, self.cli.load_balancer_class.as_deref());
         // The API server's word that a failed member's node is gone or not Ready lets it leave the
         // quorum's denominator (see ferrolb_speaker_core::membership).
@@ -455,7 +466,7 @@ impl Speaker<'_> {
     fn report(&self, grown: &[IpAddr], before: &Placement) -> bool {
         let mut wrote = false;
         let (decisions, live, ifaces_of) = (&self.decisions, &self.live, &self.ifaces_of);
-        let services: BTreeMap<String, Arc<Service>> = self
+        let services: BTreeMap<String, Arc<watch::CachedService>> = self
             .stores
             .services
             .state()

@@ -157,7 +157,13 @@ pub struct Idle {
     pub announced: f64,
     pub rss_kib: u64,
     pub peak_rss_kib: u64,
+    /// Heap, stacks and other private memory (`RssAnon`).
+    pub anon_kib: u64,
+    /// Mapped pages of the binary and libraries (`RssFile`).
+    pub file_kib: u64,
     pub millicores: f64,
+    /// Elections the speaker ran during the idle period.
+    pub elections: f64,
     pub seconds: f64,
 }
 
@@ -215,12 +221,32 @@ pub fn idle(addresses: usize, seconds: u64) -> anyhow::Result<Idle> {
         let f: Vec<&str> = after.split_whitespace().collect();
         Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
     };
+    let elections = || -> anyhow::Result<f64> { c.metric(1, "ferrolb_speaker_elections_total") };
+    let e_start = elections()?;
     let (t_start, c_start) = (Instant::now(), ticks(pid)?);
-    std::thread::sleep(Duration::from_secs(seconds));
+    match std::env::var("FERROLB_BENCH_PROFILER") {
+        // A profiler watching the idle period instead of a plain sleep, e.g.
+        // `perf record -g -o /tmp/perf.data -p {pid} -- sleep {seconds}` (it costs CPU too).
+        Ok(command) => {
+            let command = command
+                .replace("{pid}", &pid.to_string())
+                .replace("{seconds}", &seconds.to_string());
+            let status = std::process::Command::new("sh")
+                .args(["-c", &command])
+                .status()?;
+            anyhow::ensure!(status.success(), "{command}: {status}");
+        }
+        Err(_) => std::thread::sleep(Duration::from_secs(seconds)),
+    }
     let (elapsed, used) = (t_start.elapsed().as_secs_f64(), ticks(pid)? - c_start);
+    let elections = elections()? - e_start;
     // USER_HZ is 100 on Linux: one tick is 10 ms of CPU.
     let millicores = used as f64 * 10.0 / elapsed;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    // Where the memory is, mapping by mapping, for whoever wants to look further.
+    if let Ok(path) = std::env::var("FERROLB_BENCH_SMAPS") {
+        std::fs::copy(format!("/proc/{pid}/smaps"), &path)?;
+    }
     let kib = |key: &str| {
         status
             .lines()
@@ -233,7 +259,10 @@ pub fn idle(addresses: usize, seconds: u64) -> anyhow::Result<Idle> {
         announced,
         rss_kib: kib("VmRSS:"),
         peak_rss_kib: kib("VmHWM:"),
+        anon_kib: kib("RssAnon:"),
+        file_kib: kib("RssFile:"),
         millicores,
+        elections,
         seconds: elapsed,
     })
 }

@@ -157,6 +157,23 @@ impl Lab {
     fn build(&mut self) -> anyhow::Result<()> {
         let sw = self.switch_ns();
         self.add_netns(&sw)?;
+        // A switch forwards frames; it does not run them through ip(6)tables. With br_netfilter
+        // loaded (container hosts load it) the kernel would, and since veth delivers in the
+        // sender's context, that work was billed to whichever speaker sent the frame.
+        if std::path::Path::new("/proc/sys/net/bridge").exists() {
+            cmd::run(&[
+                "ip",
+                "netns",
+                "exec",
+                &sw,
+                "sysctl",
+                "-q",
+                "-w",
+                "net.bridge.bridge-nf-call-iptables=0",
+                "net.bridge.bridge-nf-call-ip6tables=0",
+                "net.bridge.bridge-nf-call-arptables=0",
+            ])?;
+        }
         cmd::run(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge"])?;
         cmd::run(&["ip", "-n", &sw, "link", "set", "br0", "up"])?;
         for port in self.ports() {

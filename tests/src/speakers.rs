@@ -74,15 +74,21 @@ pub fn start_speaker(
     let kc = env.service_account_kubeconfig("ferrolb-system", "ferrolb-speaker")?;
     let kc = kc.to_string_lossy().into_owned();
     let name = node_name(i);
-    let mut argv: Vec<&str> = vec![
-        &bin,
+    // A profiler in front of node 1's speaker, for benchmarks (e.g. `heaptrack -o /tmp/speaker`).
+    let wrapper = match std::env::var("FERROLB_SPEAKER1_WRAPPER") {
+        Ok(w) if i == 1 => w,
+        _ => String::new(),
+    };
+    let mut argv: Vec<&str> = wrapper.split_whitespace().collect();
+    argv.extend([
+        bin.as_str(),
         "--kubeconfig",
         &kc,
         "--node-name",
         &name,
         "--metrics-bind-address",
         "127.0.0.1:7473",
-    ];
+    ]);
     if !extra_args.contains(&"--log-level") {
         argv.extend(["--log-level", "info,ferrolb_speaker=debug"]);
     }

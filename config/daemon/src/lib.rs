@@ -120,3 +120,47 @@ async fn export(State(h): State<Arc<Health>>) -> (StatusCode, String) {
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
+
+/// Publishes Events without keeping them.
+///
+/// kube-runtime's `Recorder` keeps every Event it published for six minutes, to turn repeats into
+/// a series. ferrolb's Events mark changes (an address allocated, a node announcing), which do not
+/// repeat, so the cache only held memory: ~3 KiB per Event, 3 MiB in a speaker that had just
+/// gained 1,000 addresses (heaptrack, see BENCHMARKS.md). A recorder per Event drops it at once.
+#[derive(Clone)]
+pub struct Events {
+    client: kube::Client,
+    reporter: kube::runtime::events::Reporter,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("reporter", &self.reporter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Events {
+    /// `controller` is the reporting component (`ferrolb-controller`), `instance` this replica or
+    /// node.
+    pub fn new(client: kube::Client, controller: &str, instance: Option<String>) -> Events {
+        Events {
+            client,
+            reporter: kube::runtime::events::Reporter {
+                controller: controller.into(),
+                instance,
+            },
+        }
+    }
+
+    pub async fn publish(
+        &self,
+        ev: &kube::runtime::events::Event,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+    ) -> Result<(), kube::Error> {
+        kube::runtime::events::Recorder::new(self.client.clone(), self.reporter.clone())
+            .publish(ev, reference)
+            .await
+    }
+}

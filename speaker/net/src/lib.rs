@@ -8,6 +8,7 @@
 //!   owned addresses and sends gratuitous ARP / unsolicited Neighbor Advertisements on demand.
 //! - [`join_solicited_node`]: makes the kernel listen to (and report, through MLD) a VIP's
 //!   solicited-node group, so solicitations for it reach the node.
+//! - [`release_free_memory`]: hands the heap freed after a burst back to the kernel.
 //!
 //! Everything that touches the network acts in the calling thread's network namespace, and the
 //! sockets stay in that namespace whichever thread uses them afterwards.
@@ -15,12 +16,14 @@
 pub mod error;
 pub mod frame;
 pub mod iface;
+pub mod memory;
 pub mod multicast;
 pub mod responder;
 
 pub use error::NetError;
 pub use frame::{ParseError, Request};
 pub use iface::{IfAddr, Interface, interface, interfaces};
+pub use memory::release_free_memory;
 pub use multicast::{MulticastMembership, join_group, join_solicited_node};
 pub use pnet_base::MacAddr;
 pub use responder::{Counters, Responder};

@@ -157,8 +157,16 @@ fn main() -> anyhow::Result<()> {
         Command::BenchSpeakerIdle { addresses, seconds } => {
             let f = ferrolb_lab::bench_speaker::idle(addresses, seconds)?;
             println!(
-                "idle speaker announcing {} addresses ({} in /metrics): RSS {} KiB (peak {} KiB), CPU {:.2} millicores over {:.0} s",
-                f.addresses, f.announced, f.rss_kib, f.peak_rss_kib, f.millicores, f.seconds
+                "idle speaker announcing {} addresses ({} in /metrics): RSS {} KiB (peak {} KiB; anonymous {} KiB, file-backed {} KiB), CPU {:.2} millicores over {:.0} s ({} elections)",
+                f.addresses,
+                f.announced,
+                f.rss_kib,
+                f.peak_rss_kib,
+                f.anon_kib,
+                f.file_kib,
+                f.millicores,
+                f.seconds,
+                f.elections
             );
             Ok(())
         }
