@@ -9,8 +9,9 @@ use ferrolb_net::{MulticastMembership, Responder, join_solicited_node};
 use ferrolb_speaker_core::interfaces::LinkInfo;
 use tracing::{info, warn};
 
-/// The addresses owned on each interface.
-pub type Placement = BTreeMap<IpAddr, BTreeSet<String>>;
+/// The interfaces each owned address is placed on, sorted. (Vectors, not sets: a one-element
+/// B-tree set allocates a whole node, ~0.3 KiB per address.)
+pub type Placement = BTreeMap<IpAddr, Vec<String>>;
 
 /// Responders and memberships, by interface.
 #[derive(Default)]
@@ -52,9 +53,9 @@ impl Dataplane {
 
     /// Makes the responders answer exactly for `want`. Returns the addresses whose set of
     /// interfaces grew (they need a fresh announcement burst) and those no longer owned at all.
-    pub fn apply(&mut self, want: &Placement) -> (Vec<IpAddr>, Vec<IpAddr>) {
+    pub fn apply(&mut self, want: Placement) -> (Vec<IpAddr>, Vec<IpAddr>) {
         let mut by_iface: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
-        for (ip, ifaces) in want {
+        for (ip, ifaces) in &want {
             for i in ifaces {
                 by_iface.entry(i.as_str()).or_default().push(*ip);
             }
@@ -93,7 +94,7 @@ impl Dataplane {
         // Solicited-node groups (RFC 4861 §7.2.1: a node joins the solicited-node group of each
         // address it answers for, so MLD-snooping switches forward the solicitations to it).
         let mut wanted_groups = BTreeSet::new();
-        for (ip, ifaces) in want {
+        for (ip, ifaces) in &want {
             if let IpAddr::V6(v6) = ip {
                 for i in ifaces {
                     wanted_groups.insert((i.clone(), *ip));
@@ -118,7 +119,7 @@ impl Dataplane {
             .filter(|(ip, ifaces)| {
                 self.placement
                     .get(ip)
-                    .is_none_or(|old| !ifaces.is_subset(old))
+                    .is_none_or(|old| !ifaces.iter().all(|i| old.contains(i)))
             })
             .map(|(ip, _)| *ip)
             .collect();
@@ -128,7 +129,7 @@ impl Dataplane {
             .filter(|ip| !want.contains_key(ip))
             .copied()
             .collect();
-        self.placement = want.clone();
+        self.placement = want;
         (grown, lost)
     }
 
@@ -153,6 +154,6 @@ impl Dataplane {
 
     /// Stops answering everywhere and leaves every group.
     pub fn stop(&mut self) {
-        self.apply(&Placement::new());
+        self.apply(Placement::new());
     }
 }

@@ -112,8 +112,25 @@ impl NodeDelegate for MetaDelegate {
     }
 }
 
-/// This speaker's membership.
+/// This speaker's membership: memberlist on a thread of its own.
+///
+/// The speaker's loop runs on a single-threaded runtime (an idle speaker then wakes one thread,
+/// not several), and a pass over 1,000 addresses can keep it busy for tens of milliseconds
+/// (`ferrolb_speaker_pass_seconds`). Acks owed to the other members' probes must not wait for
+/// that, or a busy speaker looks dead (probe timeout: 40 ms). So memberlist gets its own thread
+/// and runtime; the loop talks to it through commands, and membership changes come back on a
+/// channel.
 pub struct Gossip {
+    commands: tokio::sync::mpsc::UnboundedSender<Command>,
+}
+
+enum Command {
+    Join(Vec<SocketAddr>, tokio::sync::oneshot::Sender<usize>),
+    Leave(Duration, tokio::sync::oneshot::Sender<()>),
+}
+
+/// The memberlist instance, owned by the gossip thread.
+struct Member {
     list: Memberlist<Transport, Delegate>,
     leaving: Arc<AtomicBool>,
 }
@@ -125,7 +142,8 @@ impl std::fmt::Debug for Gossip {
 }
 
 impl Gossip {
-    /// Starts the member `name` on `bind` with the AES-256 `key`; changes go to `tx`.
+    /// Starts the member `name` on `bind` with the AES-256 `key` on the gossip thread; changes go
+    /// to `tx`. Dropping the returned handle stops the thread and memberlist with it.
     pub async fn start(
         name: &str,
         bind: SocketAddr,
@@ -133,6 +151,86 @@ impl Gossip {
         timing: Timing,
         tx: UnboundedSender<Change>,
     ) -> anyhow::Result<Gossip> {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+        let (commands, mut rx) = tokio::sync::mpsc::unbounded_channel::<Command>();
+        let name = name.to_string();
+        let span = tracing::Span::current();
+        std::thread::Builder::new()
+            .name("gossip".into())
+            .spawn(move || {
+                let _span = span.entered();
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(anyhow::anyhow!("gossip runtime: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let member = match Member::start(&name, bind, key, timing, tx).await {
+                        Ok(m) => {
+                            let _ = ready_tx.send(Ok(()));
+                            m
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    while let Some(c) = rx.recv().await {
+                        match c {
+                            Command::Join(peers, reply) => {
+                                let _ = reply.send(member.join(&peers).await);
+                            }
+                            Command::Leave(timeout, reply) => {
+                                member.leave(timeout).await;
+                                let _ = reply.send(());
+                                break;
+                            }
+                        }
+                    }
+                });
+            })?;
+        ready_rx
+            .await
+            .map_err(|_| anyhow::anyhow!("the gossip thread ended while starting"))??;
+        Ok(Gossip { commands })
+    }
+
+    /// Joins every peer not already a live member; how many joined.
+    pub async fn join(&self, peers: &[SocketAddr]) -> usize {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self
+            .commands
+            .send(Command::Join(peers.to_vec(), reply))
+            .is_err()
+        {
+            return 0;
+        }
+        answer.await.unwrap_or(0)
+    }
+
+    /// Graceful goodbye (see [`Member::leave`]); the gossip thread ends with it.
+    pub async fn leave(&self, timeout: Duration) {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.commands.send(Command::Leave(timeout, reply)).is_ok() {
+            let _ = answer.await;
+        }
+    }
+}
+
+impl Member {
+    /// Starts the member `name` on `bind` with the AES-256 `key`; changes go to `tx`.
+    async fn start(
+        name: &str,
+        bind: SocketAddr,
+        key: [u8; 32],
+        timing: Timing,
+        tx: UnboundedSender<Change>,
+    ) -> anyhow::Result<Member> {
         let id = SmolStr::new(name);
         let mut transport = NetTransportOptions::<Id, TokioSocketAddrResolver, TokioTcp>::new(id);
         transport.add_bind_address(bind);
@@ -176,12 +274,12 @@ impl Gossip {
             .await
             .map_err(|e| anyhow::anyhow!("starting gossip on {bind}: {e}"))?;
         info!(%bind, "gossip started (encrypted)");
-        Ok(Gossip { list, leaving })
+        Ok(Member { list, leaving })
     }
 
     /// Joins every peer not already a live member. Errors are logged: a peer that is down is
     /// normal, a peer with another key is not (that is said loudly).
-    pub async fn join(&self, peers: &[SocketAddr]) -> usize {
+    async fn join(&self, peers: &[SocketAddr]) -> usize {
         let online: Vec<SocketAddr> = self
             .list
             .online_members()
@@ -216,7 +314,7 @@ impl Gossip {
 
     /// Graceful goodbye: first tell everyone we are leaving (so they do not count it as a
     /// failure), then leave. Bounded by `timeout` in total.
-    pub async fn leave(&self, timeout: Duration) {
+    async fn leave(&self, timeout: Duration) {
         self.leaving.store(true, Ordering::SeqCst);
         if let Err(e) = self.list.update_node(timeout / 2).await {
             warn!(error = %e, "announcing the departure");

@@ -50,7 +50,6 @@ struct Speaker<'a> {
     decisions: Vec<ferrolb_speaker_core::Decision>,
     problems: watch::Problems,
     live: BTreeSet<String>,
-    ifaces_of: BTreeMap<IpAddr, Vec<String>>,
     links: Vec<LinkInfo>,
     /// The last report wanted a write: the next tick checks again.
     report_pending: bool,
@@ -198,7 +197,6 @@ pub async fn run(
         decisions: Vec::new(),
         problems: watch::Problems::default(),
         live: BTreeSet::new(),
-        ifaces_of: BTreeMap::new(),
         links: Vec::new(),
         report_pending: true,
         pending_failures: BTreeMap::new(),
@@ -316,6 +314,11 @@ impl Speaker<'_> {
                 self.report_pending = self.report(&grown, &before);
                 self.report_pending |= self.advertisements();
             }
+            if dirty {
+                self.metrics
+                    .pass_seconds
+                    .observe(now.elapsed().as_secs_f64());
+            }
             self.export();
             // A quiet tick after elections (and the writes they started, whose echoes are
             // elections too): the bursts are over, give their freed memory back.
@@ -332,7 +335,6 @@ impl Speaker<'_> {
     /// Elects, places and schedules; returns the addresses whose interfaces grew and the
     /// placement before, for the Events.
     fn decide(&mut self, now: Instant) -> (Vec<IpAddr>, Placement) {
-        self.metrics.elections.inc();
         self.busy_at = Some(now);
         let (world, problems) = watch::world(&self.stores, self.cli.load_balancer_class.as_deref());
         // The API server's word that a failed member's node is gone or not Ready lets it leave the
@@ -396,7 +398,6 @@ impl Speaker<'_> {
         let decisions = elect(&world, &live, &previous, self.opts);
         let links = &self.links;
         let mut want = Placement::new();
-        let mut ifaces_of: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
         if quorum {
             for d in &decisions {
                 if d.owner.as_deref() != Ok(self.me.as_str()) {
@@ -412,13 +413,16 @@ impl Speaker<'_> {
                     if c.chosen.is_empty() {
                         continue;
                     }
-                    ifaces_of.insert(*ip, c.chosen.clone());
-                    want.insert(*ip, c.chosen.into_iter().collect());
+                    let mut chosen = c.chosen;
+                    chosen.sort_unstable();
+                    chosen.dedup();
+                    want.insert(*ip, chosen);
                 }
             }
         }
         let before = self.dataplane.placement().clone();
-        let (grown, lost) = self.dataplane.apply(&want);
+        let (grown, lost) = self.dataplane.apply(want);
+        let want = self.dataplane.placement();
         // The announced gauge follows the placement: only changed addresses are touched.
         for (ip, ifaces) in &before {
             for i in ifaces {
@@ -430,7 +434,7 @@ impl Speaker<'_> {
                 }
             }
         }
-        for (ip, ifaces) in &want {
+        for (ip, ifaces) in want {
             for i in ifaces {
                 if !before.get(ip).is_some_and(|b| b.contains(i)) {
                     self.metrics
@@ -458,14 +462,14 @@ impl Speaker<'_> {
         self.decisions = decisions;
         self.problems = problems;
         self.live = live;
-        self.ifaces_of = ifaces_of;
         (grown, before)
     }
 
     /// Conditions and Events on Services; whether any write was wanted.
     fn report(&self, grown: &[IpAddr], before: &Placement) -> bool {
         let mut wrote = false;
-        let (decisions, live, ifaces_of) = (&self.decisions, &self.live, &self.ifaces_of);
+        let (decisions, live) = (&self.decisions, &self.live);
+        let placed = self.dataplane.placement();
         let services: BTreeMap<String, Arc<watch::CachedService>> = self
             .stores
             .services
@@ -483,7 +487,7 @@ impl Speaker<'_> {
                     let mut ifaces: Vec<String> = d
                         .ips
                         .iter()
-                        .flat_map(|ip| ifaces_of.get(ip).cloned().unwrap_or_default())
+                        .flat_map(|ip| placed.get(ip).cloned().unwrap_or_default())
                         .collect();
                     ifaces.sort();
                     ifaces.dedup();

@@ -115,9 +115,11 @@ impl std::fmt::Display for NoOwner {
 pub struct Decision {
     /// The smallest address of the group: the key of its rendezvous hash.
     pub key: IpAddr,
-    pub ips: BTreeSet<IpAddr>,
-    /// `namespace/name` of every Service using the group's addresses.
-    pub services: BTreeSet<String>,
+    /// Sorted. (Vectors, not sets: a one-element B-tree set allocates a whole node, ~0.3 KiB, and
+    /// a speaker keeps a decision per address group.)
+    pub ips: Vec<IpAddr>,
+    /// `namespace/name` of every Service using the group's addresses, sorted.
+    pub services: Vec<String>,
     pub pool: Option<String>,
     /// Number of eligible nodes, live or not.
     pub eligible: usize,
@@ -235,10 +237,12 @@ pub fn elect(
         let Some(&key) = group.ips.first() else {
             continue;
         };
-        let services: BTreeSet<String> = group.services.iter().map(|s| s.key.clone()).collect();
+        let mut services: Vec<String> = group.services.iter().map(|s| s.key.clone()).collect();
+        services.sort_unstable();
+        services.dedup();
         let mut decision = Decision {
             key,
-            ips: group.ips.clone(),
+            ips: group.ips.iter().copied().collect(),
             services,
             pool: None,
             eligible: 0,

@@ -157,7 +157,7 @@ fn main() -> anyhow::Result<()> {
         Command::BenchSpeakerIdle { addresses, seconds } => {
             let f = ferrolb_lab::bench_speaker::idle(addresses, seconds)?;
             println!(
-                "idle speaker announcing {} addresses ({} in /metrics): RSS {} KiB (peak {} KiB; anonymous {} KiB, file-backed {} KiB), CPU {:.2} millicores over {:.0} s ({} elections)",
+                "idle speaker announcing {} addresses ({} in /metrics): RSS {} KiB (peak {} KiB; anonymous {} KiB, file-backed {} KiB), CPU {:.2} millicores over {:.0} s ({} elections; while gaining them {} elections, each within {} ms)",
                 f.addresses,
                 f.announced,
                 f.rss_kib,
@@ -166,7 +166,9 @@ fn main() -> anyhow::Result<()> {
                 f.file_kib,
                 f.millicores,
                 f.seconds,
-                f.elections
+                f.elections,
+                f.passes,
+                f.slowest_pass_ms
             );
             Ok(())
         }

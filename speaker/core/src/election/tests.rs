@@ -103,7 +103,7 @@ fn dual_stack_and_sharing_services_have_one_owner() {
         .unwrap();
     assert_eq!(
         shared.services,
-        BTreeSet::from(["default/b".to_string(), "other/c".to_string()])
+        vec!["default/b".to_string(), "other/c".to_string()]
     );
     assert_eq!(shared.ips.len(), 2);
 }
