@@ -158,6 +158,21 @@ impl Cluster {
             Duration::from_millis(100),
             || (self.metric(i, "ferrolb_speaker_members").ok()? == n as f64).then_some(()),
         )
+        .with_context(|| {
+            // What every speaker saw, to tell a member never re-admitted from a slow report.
+            let seen: Vec<String> = (1..=self.speakers.len())
+                .map(|j| {
+                    let m = |name| self.metric(j, name).map_or("?".into(), |v| v.to_string());
+                    format!(
+                        "speaker {j}: members {}, known {}, quorum {}",
+                        m("ferrolb_speaker_members"),
+                        m("ferrolb_speaker_known_members"),
+                        m("ferrolb_speaker_quorum")
+                    )
+                })
+                .collect();
+            format!("{}\n{}", seen.join("\n"), self.logs())
+        })
     }
 
     /// A metric of node `i`'s speaker (the first sample with that name).
