@@ -143,7 +143,8 @@ impl std::fmt::Debug for Gossip {
 
 impl Gossip {
     /// Starts the member `name` on `bind` with the AES-256 `key` on the gossip thread; changes go
-    /// to `tx`. Dropping the returned handle stops the thread and memberlist with it.
+    /// to `tx`. Dropping the returned handle ends the thread's command loop and its runtime (not
+    /// tested on its own).
     pub async fn start(
         name: &str,
         bind: SocketAddr,
