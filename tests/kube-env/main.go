@@ -108,7 +108,7 @@ func run(o options) error {
 		"--service-account-signing-key-file=" + filepath.Join(pki, "sa.key"),
 		"--service-cluster-ip-range=" + o.serviceCIDR,
 		"--allow-privileged=true",
-		"--profiling=false",
+		"--profiling=true", // /debug/pprof for the admin: how the API server spends its CPU in benchmarks
 		"--shutdown-delay-duration=0s",
 		fmt.Sprintf("--v=%d", o.verbosity),
 	})

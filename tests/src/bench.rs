@@ -28,11 +28,25 @@ pub struct Figures {
     pub controller_peak_rss_kib: u64,
 }
 
+/// What runs while the Services are created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The controller runs while the Services are created: latency from creation to address.
+    Live,
+    /// No controller: the figures are those of the API server alone accepting the creations (the
+    /// floor under any controller's "all assigned" time).
+    ApiOnly,
+    /// The Services are created first, with no controller running; then the controller starts and
+    /// the figure is the time from its start until every Service has an address: the
+    /// controller's own throughput, without the API server's cost of creating Services (which
+    /// grows with their number: kube-apiserver 1.34 lists every IPAddress object to update its
+    /// allocator metrics on each ClusterIP allocation).
+    Backlog,
+}
+
 /// Runs the benchmark: `services` creations at `rate` per second (`None`: as fast as 32
 /// concurrent requests go).
-/// With `controller` false, no controller runs: the figures are those of the API server alone
-/// accepting the creations (the floor under any controller's "all assigned" time).
-pub fn run(services: usize, rate: Option<u32>, controller: bool) -> anyhow::Result<Figures> {
+pub fn run(services: usize, rate: Option<u32>, mode: Mode) -> anyhow::Result<Figures> {
     let (lab, env) = crate::daemons::installed_cluster()?;
     env.kubectl(&["create", "namespace", "bench"])?;
     apply(
@@ -40,13 +54,16 @@ pub fn run(services: usize, rate: Option<u32>, controller: bool) -> anyhow::Resu
         &lab,
         "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: bench\nspec:\n  addresses: [\"2001:db8:3::/64\"]\n",
     )?;
-    if !controller {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        return rt.block_on(measure(&env, services, rate, false));
-    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let backlog = match mode {
+        Mode::ApiOnly => return rt.block_on(measure(&env, services, rate, false)),
+        Mode::Backlog => Some(rt.block_on(measure(&env, services, rate, false))?),
+        Mode::Live => None,
+    };
+    let started = Instant::now();
     let controller = start_controller(
         &lab,
         &env,
@@ -58,12 +75,19 @@ pub fn run(services: usize, rate: Option<u32>, controller: bool) -> anyhow::Resu
             ..Default::default()
         },
     )?;
-    crate::daemons::wait_leader(&env, None)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let mut figures = rt.block_on(measure(&env, services, rate, true))?;
+    let mut figures = match backlog {
+        Some(created) => {
+            let all = rt.block_on(wait_all_assigned(&env, services))?;
+            Figures {
+                all_assigned_seconds: all.duration_since(started).as_secs_f64(),
+                ..created
+            }
+        }
+        None => {
+            crate::daemons::wait_leader(&env, None)?;
+            rt.block_on(measure(&env, services, rate, true))?
+        }
+    };
     let status = std::fs::read_to_string(format!("/proc/{}/status", controller.pid()))?;
     let field = |name: &str| -> u64 {
         status
@@ -75,6 +99,37 @@ pub fn run(services: usize, rate: Option<u32>, controller: bool) -> anyhow::Resu
     figures.controller_rss_kib = field("VmRSS:");
     figures.controller_peak_rss_kib = field("VmHWM:");
     Ok(figures)
+}
+
+/// Waits (at most 600 s) until `services` Services in namespace `bench` have an address; returns
+/// when the last one was seen.
+async fn wait_all_assigned(env: &KubeEnv, services: usize) -> anyhow::Result<Instant> {
+    let client = env.client().await?;
+    let api: Api<Service> = Api::namespaced(client, "bench");
+    let mut assigned = std::collections::BTreeSet::new();
+    let stream = watcher::watcher(api, watcher::Config::default());
+    futures::pin_mut!(stream);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    while assigned.len() < services {
+        let ev = tokio::time::timeout_at(deadline, stream.try_next())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "only {} of {services} Services got an address within 600 s",
+                    assigned.len()
+                )
+            })??;
+        if let Some(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) = ev
+            && s.status
+                .and_then(|st| st.load_balancer)
+                .and_then(|lb| lb.ingress)
+                .is_some_and(|i| !i.is_empty())
+            && let Some(name) = s.metadata.name
+        {
+            assigned.insert(name);
+        }
+    }
+    Ok(Instant::now())
 }
 
 async fn measure(

@@ -42,8 +42,12 @@ enum Command {
         #[arg(long)]
         rate: Option<u32>,
         /// Run no controller: measure only the API server accepting the creations.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "backlog")]
         no_controller: bool,
+        /// Create the Services first, then start the controller: measure the time from its start
+        /// until every Service has an address.
+        #[arg(long)]
+        backlog: bool,
     },
     /// Benchmark failover: TRIALS node deaths and TRIALS speaker kills on a 3-node cluster, then a
     /// rolling restart; prints the outage percentiles and the requests lost.
@@ -98,8 +102,26 @@ fn main() -> anyhow::Result<()> {
             services,
             rate,
             no_controller,
+            backlog,
         } => {
-            let f = ferrolb_lab::bench::run(services, rate, !no_controller)?;
+            use ferrolb_lab::bench::Mode;
+            let mode = match (no_controller, backlog) {
+                (true, _) => Mode::ApiOnly,
+                (_, true) => Mode::Backlog,
+                _ => Mode::Live,
+            };
+            let f = ferrolb_lab::bench::run(services, rate, mode)?;
+            if mode == Mode::Backlog {
+                println!(
+                    "controller: {} Services created (no controller running) in {:.1} s; then all assigned {:.1} s after the controller started; controller RSS {} KiB (peak {} KiB)",
+                    f.services,
+                    f.create_seconds,
+                    f.all_assigned_seconds,
+                    f.controller_rss_kib,
+                    f.controller_peak_rss_kib
+                );
+                return Ok(());
+            }
             if no_controller {
                 println!(
                     "API server alone: {} Services created in {:.1} s",
