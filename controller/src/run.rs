@@ -531,24 +531,35 @@ impl State {
                         })
                         .inc();
                     // An address that left every pool leaves the Service when nothing can replace
-                    // it; anything else it holds stays.
-                    let stranded = self.allocator.allocation(&key).is_some_and(|a| {
-                        [a.v4.as_ref(), a.v6.as_ref()]
-                            .into_iter()
-                            .flatten()
-                            .any(|x| x.pool.is_none())
-                    });
+                    // it; anything else it holds stays (a RequireDualStack Service keeps its other
+                    // family and waits for the missing one).
                     debug!(service = %k, error = %e, "allocation failed; waiting for a free address");
                     self.waiting.insert(k.to_string());
-                    if stranded {
-                        let released = self.allocator.release(&key);
+                    let released = self.allocator.release_stranded(&key);
+                    if !released.is_empty() {
                         self.pools_dirty = true;
                         self.freed = true;
-                        action.write = Some((Vec::new(), None));
+                        let kept = self.allocator.allocation(&key);
+                        let ips: Vec<IpAddr> = kept.map(|a| a.ips().collect()).unwrap_or_default();
+                        let pool = kept
+                            .into_iter()
+                            .flat_map(|a| [a.v4.as_ref(), a.v6.as_ref()])
+                            .flatten()
+                            .filter_map(|a| a.pool.as_ref().map(PoolName::as_str))
+                            .collect::<BTreeSet<_>>()
+                            .into_iter()
+                            .collect::<Vec<_>>()
+                            .join(",");
+                        let kept_note = if ips.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; keeps {}", list(&ips))
+                        };
                         let note = format!(
-                            "released {}: it left every address pool and no other address is available ({e})",
+                            "released {}: it left every address pool and no other address is available ({e}){kept_note}",
                             list(&released)
                         );
+                        action.write = Some((ips, (!pool.is_empty()).then_some(pool)));
                         action.event = self.event(k, EventType::Warning, "IPReleased", note);
                     } else {
                         action.event =

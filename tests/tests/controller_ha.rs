@@ -183,6 +183,60 @@ fn a_shrunk_pool_rehomes_exactly_the_services_outside_it() {
             "s{i}: {events:?}"
         );
     }
+
+    // RequireDualStack: its IPv6 address leaves every pool and no pool has another one. Only the
+    // stranded address goes (an address leaves a Service only when it left every pool); the IPv4
+    // address stays, and the IPv6 one comes back when a pool serves IPv6 again.
+    let ds = |addrs: &str| {
+        format!(
+            "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: ds\nspec:\n  addresses: [{addrs}]\n"
+        )
+    };
+    apply(&env, &lab, &ds("\"192.0.2.112/30\", \"2001:db8:5::/126\"")).unwrap();
+    let dual = "  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n";
+    apply(&env, &lab, &service_yaml("d", &[], dual, 80)).unwrap();
+    assert_eq!(
+        wait_ingress(&env, "default", "d", 2, Duration::from_secs(30)).unwrap(),
+        vec!["192.0.2.112", "2001:db8:5::"]
+    );
+    apply(&env, &lab, &ds("\"192.0.2.112/30\"")).unwrap();
+    let ev = wait_event(&env, "default", "d", "IPReleased", Duration::from_secs(30)).unwrap();
+    assert!(
+        ev.contains("released 2001:db8:5::") && ev.contains("keeps 192.0.2.112"),
+        "{ev}"
+    );
+    wait_ingress_exactly(&env, "d", "192.0.2.112");
+    apply(&env, &lab, &ds("\"192.0.2.112/30\", \"2001:db8:5::/126\"")).unwrap();
+    assert_eq!(
+        wait_ingress(&env, "default", "d", 2, Duration::from_secs(30)).unwrap(),
+        vec!["192.0.2.112", "2001:db8:5::"]
+    );
+}
+
+/// Waits (at most 30 s) until Service `name` in `default` shows exactly `want` as its ingress.
+fn wait_ingress_exactly(env: &KubeEnv, name: &str, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = env
+            .kubectl(&[
+                "-n",
+                "default",
+                "get",
+                "svc",
+                name,
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[*].ip}",
+            ])
+            .unwrap();
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: ingress {got:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

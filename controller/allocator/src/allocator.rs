@@ -310,6 +310,36 @@ impl Allocator {
         ips
     }
 
+    /// Releases only the addresses of `service` that are in no pool any more (flagged
+    /// `pool: None`) and returns them, IPv4 first; the service keeps the others. With nothing else
+    /// left the service holds nothing.
+    ///
+    /// For a service whose held address left every pool and cannot be replaced: what is still in a
+    /// pool stays with it (an address leaves a service only when it left every pool), even when
+    /// that leaves a RequireDualStack service with one family until the other can be had.
+    pub fn release_stranded(&mut self, service: &ServiceKey) -> Vec<IpAddr> {
+        let Some(current) = self.services.get(service) else {
+            return Vec::new();
+        };
+        let keep = |a: &Option<Assigned>| a.as_ref().filter(|a| a.pool.is_some()).map(|a| a.ip);
+        let kept = [keep(&current.v4), keep(&current.v6)];
+        let stranded: Vec<IpAddr> = [&current.v4, &current.v6]
+            .into_iter()
+            .flatten()
+            .filter(|a| a.pool.is_none())
+            .map(|a| a.ip)
+            .collect();
+        if stranded.is_empty() {
+            return stranded;
+        }
+        if kept.iter().all(Option::is_none) {
+            return self.release(service);
+        }
+        let sharing = current.sharing.clone();
+        self.commit(service.clone(), kept, sharing);
+        stranded
+    }
+
     /// What `service` holds.
     pub fn allocation(&self, service: &ServiceKey) -> Option<&Allocation> {
         self.services.get(service)

@@ -916,3 +916,41 @@ fn stats_are_exact_for_a_slash_64() {
     assert_eq!(a.pool_stats(&"missing".into()), None);
     check_invariants(&a);
 }
+
+#[test]
+fn release_stranded_keeps_what_is_still_in_a_pool() {
+    let mut a = alloc(vec![pool("dual", &["192.0.2.0/30", "2001:db8::/126"])]);
+    let both = a.assign(&with_policy(REQUIRE_V4, req("s"))).unwrap();
+    assert_eq!(ips(&both), [ip("192.0.2.0"), ip("2001:db8::")]);
+    // The IPv6 range leaves the pool and no other pool has IPv6 addresses.
+    a.set_pools(vec![pool("dual", &["192.0.2.0/30"])]);
+    let before = a.clone();
+    assert!(matches!(
+        a.assign(&with_policy(REQUIRE_V4, req("s"))),
+        Err(AllocError::RequireDualStackUnsatisfiable {
+            missing: Family::V6,
+            ..
+        })
+    ));
+    assert_eq!(a, before, "a failed assign changes nothing");
+    assert_eq!(a.release_stranded(&svc("s")), [ip("2001:db8::")]);
+    let kept = a.allocation(&svc("s")).unwrap();
+    assert_eq!(ips(kept), [ip("192.0.2.0")], "the IPv4 address stays");
+    assert_eq!(kept.v4.as_ref().unwrap().pool, Some("dual".into()));
+    check_invariants(&a);
+    // Nothing stranded: nothing released.
+    assert_eq!(a.release_stranded(&svc("s")), Vec::<IpAddr>::new());
+    assert_eq!(ips(a.allocation(&svc("s")).unwrap()), [ip("192.0.2.0")]);
+    // The IPv6 address is free again: a pool that brings it back hands it to whoever asks.
+    a.set_pools(vec![pool("dual", &["192.0.2.0/30", "2001:db8::/126"])]);
+    let again = a.assign(&with_policy(REQUIRE_V4, req("s"))).unwrap();
+    assert_eq!(ips(&again), [ip("192.0.2.0"), ip("2001:db8::")]);
+    // All stranded: the service holds nothing.
+    a.set_pools(vec![]);
+    assert_eq!(
+        a.release_stranded(&svc("s")),
+        [ip("192.0.2.0"), ip("2001:db8::")]
+    );
+    assert!(a.allocation(&svc("s")).is_none());
+    check_invariants(&a);
+}
