@@ -142,6 +142,28 @@ impl<K: kube::Resource + Clone> Mirror<K> {
     }
 }
 
+impl Mirror<IPAddressPool> {
+    /// Applies one event; returns whether a pool appeared, went, was re-created (possibly
+    /// unseen, between two lists) or changed its spec, as opposed to only its status.
+    fn apply_changes_identity(&mut self, ev: Event<IPAddressPool>) -> bool {
+        let identity = |p: &IPAddressPool| {
+            (
+                p.metadata.uid.clone(),
+                p.metadata.creation_timestamp.clone(),
+                p.spec.clone(),
+            )
+        };
+        let before: BTreeMap<String, _> = self
+            .objects
+            .iter()
+            .map(|(k, p)| (k.clone(), identity(p)))
+            .collect();
+        self.apply(ev)
+            .iter()
+            .any(|k| before.get(k) != self.objects.get(k).map(identity).as_ref())
+    }
+}
+
 /// Drops what the controller never reads from a cached Service: managed fields and kubectl's
 /// last-applied copy of the whole object are most of its size (kube-rs' advice for reflectors).
 fn slim(svc: &mut Service) {
@@ -267,19 +289,10 @@ impl State {
                 }
             }
             Input::Pool(ev) => {
-                // Our own status writes come back as pool events; only a changed spec (or a pool
-                // appearing or going) changes allocations.
-                let before: BTreeMap<String, _> = self
-                    .pools
-                    .objects
-                    .iter()
-                    .map(|(k, p)| (k.clone(), p.spec.clone()))
-                    .collect();
-                let changed = self.pools.apply(ev);
-                if changed
-                    .iter()
-                    .any(|k| before.get(k) != self.pools.objects.get(k).map(|p| &p.spec))
-                {
+                // Our own status writes come back as pool events; only a changed spec, or a pool
+                // appearing, going or being re-created (its age decides overlaps), changes
+                // allocations.
+                if self.pools.apply_changes_identity(ev) {
                     self.load_pools();
                 }
             }
@@ -818,5 +831,58 @@ fn reason_of(e: &ferrolb_allocator::AllocError) -> &'static str {
         | E::RequireDualStackUnsatisfiable { .. }
         | E::RequestedFamilyNotInPolicy { .. } => "NoPoolForFamily",
         _ => "Other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolb_crds::IPAddressPoolSpec;
+
+    fn pool(uid: &str, created: &str, addrs: &str) -> IPAddressPool {
+        let mut p = IPAddressPool::new(
+            "p",
+            IPAddressPoolSpec {
+                addresses: vec![addrs.into()],
+                auto_assign: true,
+                avoid_buggy_ips: false,
+                service_allocation: None,
+            },
+        );
+        p.metadata.uid = Some(uid.into());
+        p.metadata.creation_timestamp = Some(Time(created.parse().unwrap()));
+        p
+    }
+
+    fn relist(m: &mut Mirror<IPAddressPool>, p: IPAddressPool) -> bool {
+        m.apply_changes_identity(Event::Init);
+        m.apply_changes_identity(Event::InitApply(p));
+        m.apply_changes_identity(Event::InitDone)
+    }
+
+    #[test]
+    fn pool_changes_that_matter_to_allocation() {
+        let mut m = Mirror::new();
+        let a = pool("1", "2026-01-01T00:00:00Z", "192.0.2.0/28");
+        assert!(relist(&mut m, a.clone()), "a pool appears");
+        // Only the status changed (the controller's own write coming back): nothing to do.
+        let mut with_status = a.clone();
+        with_status.status = Some(Default::default());
+        assert!(!m.apply_changes_identity(Event::Apply(with_status)));
+        // The same list again: nothing to do.
+        assert!(!relist(&mut m, a.clone()));
+        // Deleted and re-created with the same spec while the watch was down: it is younger now,
+        // which decides who keeps overlapping addresses.
+        assert!(relist(
+            &mut m,
+            pool("2", "2026-01-02T00:00:00Z", "192.0.2.0/28")
+        ));
+        // A spec change.
+        assert!(m.apply_changes_identity(Event::Apply(pool(
+            "2",
+            "2026-01-02T00:00:00Z",
+            "192.0.2.0/27"
+        ))));
+        assert!(m.apply_changes_identity(Event::Delete(a)));
     }
 }
