@@ -241,6 +241,10 @@ where
     TransmitLimitedQueue<MemberlistBroadcast<T::Id, T::ResolvedAddress>, Arc<AtomicU32>>,
   pub(crate) leave_broadcast_tx: Sender<()>,
   pub(crate) leave_broadcast_rx: Receiver<()>,
+  /// ferrolb patch: signalled when a broadcast is queued, so that an idle gossip loop (nothing
+  /// queued) sleeps until there is something to send instead of waking every gossip interval.
+  pub(crate) gossip_wake_tx: Sender<()>,
+  pub(crate) gossip_wake_rx: Receiver<()>,
   pub(crate) handles: AtomicRefCell<
     FuturesUnordered<<<T::Runtime as RuntimeLite>::Spawner as AsyncSpawner>::JoinHandle<()>>,
   >,
@@ -358,6 +362,7 @@ where
     let broadcast = TransmitLimitedQueue::new(opts.retransmit_mult, num_nodes);
 
     let (shutdown_tx, shutdown_rx) = async_channel::bounded(1);
+    let (gossip_wake_tx, gossip_wake_rx) = async_channel::bounded(1);
 
     #[cfg(feature = "encryption")]
     let keyring = match (opts.primary_key, opts.secret_keys.is_empty()) {
@@ -381,6 +386,8 @@ where
         broadcast,
         leave_broadcast_tx,
         leave_broadcast_rx,
+        gossip_wake_tx,
+        gossip_wake_rx,
         probe_index: AtomicUsize::new(0),
         handles: AtomicRefCell::new(FuturesUnordered::new()),
         handoff_tx,

@@ -151,7 +151,9 @@ where
         msg,
         notify: notify_tx,
       })
-      .await
+      .await;
+    // ferrolb patch: wake the gossip loop if it is idle (a full channel means it is already due).
+    let _ = self.inner.gossip_wake_tx.try_send(());
   }
 
   /// Used to return a slice of broadcasts to send up to
