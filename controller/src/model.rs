@@ -1,13 +1,14 @@
 //! Kubernetes objects into allocator requests: the one place where the controller reads Services.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use ferrolb_allocator::{
     Family, FamilyPolicy, PoolChoice, PoolName, Protocol, Request, ServiceKey, Sharing,
 };
 use ferrolb_config::pool::ValidPool;
 use ferrolb_config::service::{ASSIGNED_POOL, parse_intent, sharing_key};
-use k8s_openapi::api::core::v1::Service;
+use ferrolb_daemon::service::CachedService as Service;
 
 /// Valid pools by name.
 pub type Pools = BTreeMap<PoolName, ValidPool>;
@@ -31,7 +32,15 @@ pub fn key(svc: &Service) -> ServiceKey {
     )
 }
 
-pub use ferrolb_config::service::{is_ours, status_ips};
+/// Whether ferrolb handles it (type LoadBalancer, and its class unset or `class`).
+pub fn is_ours(svc: &Service, class: Option<&str>) -> bool {
+    svc.is_ours(class)
+}
+
+/// The addresses its status shows.
+pub fn status_ips(svc: &Service) -> Vec<IpAddr> {
+    svc.ips()
+}
 
 /// The pool annotation the Service carries now.
 pub fn status_pool(svc: &Service) -> Option<&str> {
@@ -56,7 +65,7 @@ pub fn sharing(svc: &Service) -> Option<Sharing> {
 }
 
 fn sharing_of(svc: &Service, key: String) -> Result<Sharing, String> {
-    let spec = svc.spec.clone().unwrap_or_default();
+    let spec = &svc.spec;
     let ports: BTreeSet<(Protocol, u16)> = spec
         .ports
         .iter()
@@ -97,7 +106,7 @@ pub fn want(
     }
     let empty = BTreeMap::new();
     let annotations = svc.metadata.annotations.as_ref().unwrap_or(&empty);
-    let spec = svc.spec.clone().unwrap_or_default();
+    let spec = &svc.spec;
     let intent = match parse_intent(annotations, spec.load_balancer_ip.as_deref()) {
         Ok(i) => i,
         Err(e) => return Want::Invalid(e.to_string()),

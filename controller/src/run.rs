@@ -20,7 +20,8 @@ use ferrolb_allocator::{Allocator, Family, PoolName, PoolsReport, ServiceKey};
 use ferrolb_config::pool::{FieldError, parse_pool, ranks};
 use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
 use futures::{FutureExt, StreamExt, stream};
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use ferrolb_daemon::service::CachedService as Service;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::WatchStreamExt;
@@ -164,10 +165,15 @@ impl Mirror<IPAddressPool> {
     }
 }
 
-/// Drops what the controller never reads from a cached Service: managed fields and kubectl's
-/// last-applied copy of the whole object are most of its size (kube-rs' advice for reflectors).
+/// Drops what the controller never reads from a cached Service's metadata: managed fields and
+/// kubectl's last-applied copy of the whole object are most of its size (kube-rs' advice for
+/// reflectors). Of spec and status only the fields read are deserialised at all
+/// ([`ferrolb_daemon::service::CachedService`]).
 fn slim(svc: &mut Service) {
     svc.metadata.managed_fields = None;
+    svc.metadata.finalizers = None;
+    svc.metadata.owner_references = None;
+    svc.metadata.generate_name = None;
     if let Some(a) = svc.metadata.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }

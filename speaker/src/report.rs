@@ -84,7 +84,7 @@ impl Writer {
 
     /// Whether the Service's cached condition already says `want`.
     pub fn up_to_date(svc: &CachedService, want: &Wanted) -> bool {
-        svc.announced().is_some_and(|c| {
+        crate::watch::announced(svc).is_some_and(|c| {
             (c.status == "True") == want.status
                 && c.reason == want.reason
                 && c.message == want.message

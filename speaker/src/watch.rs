@@ -13,6 +13,7 @@ use ferrolb_config::l2::parse_advertisement;
 use ferrolb_config::pool::{FieldError, parse_pool, ranks};
 use ferrolb_config::service::{ASSIGNED_POOL, handles, ingress_ips};
 use ferrolb_crds::{IPAddressPool, L2Advertisement};
+pub use ferrolb_daemon::service::CachedService;
 use ferrolb_speaker_core::{NodeInfo, PoolInfo, ServiceInfo, World};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, ServiceStatus};
@@ -59,80 +60,14 @@ trait Slim: Resource {
 impl Slim for IPAddressPool {}
 impl Slim for L2Advertisement {}
 
-/// A Service as the speaker caches it: deserialised straight from the API server's JSON into only
-/// the fields the speaker reads (serde skips the others). k8s-openapi's `Service`, even with its
-/// unread fields emptied, cost ~2 KiB of heap per Service, most of it the struct itself and a
-/// one-entry annotation map (heaptrack, 1,000 Services: 2.2 MiB of the speaker's 4.9 MiB live).
-#[derive(Clone, Debug, Default, serde::Deserialize)]
-pub struct CachedService {
-    pub metadata: ObjectMeta,
-    #[serde(default)]
-    pub spec: CachedSpec,
-    pub status: Option<ServiceStatus>,
-    /// The pool the controller assigned (annotation `ferrolb.io/address-pool`), moved out of the
-    /// annotations when cached.
-    #[serde(skip)]
-    pub pool: Option<String>,
-}
-
-/// The fields of a Service's spec the speaker reads.
-#[derive(Clone, Debug, Default, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CachedSpec {
-    #[serde(rename = "type")]
-    pub type_: Option<String>,
-    pub load_balancer_class: Option<String>,
-    pub external_traffic_policy: Option<String>,
-}
-
-impl CachedService {
-    /// Whether ferrolb handles it (see [`ferrolb_config::service::is_ours`]).
-    pub fn is_ours(&self, class: Option<&str>) -> bool {
-        handles(
-            self.spec.type_.as_deref(),
-            self.spec.load_balancer_class.as_deref(),
-            class,
-        )
-    }
-
-    /// The addresses in its status.
-    pub fn ips(&self) -> Vec<IpAddr> {
-        ingress_ips(self.status.as_ref())
-    }
-
-    /// Its `ferrolb.io/Announced` condition.
-    pub fn announced(&self) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-        self.status
-            .as_ref()?
-            .conditions
-            .as_ref()?
-            .iter()
-            .find(|c| c.type_ == ANNOUNCED)
-    }
-}
-
-impl Resource for CachedService {
-    type DynamicType = ();
-    type Scope = kube::core::NamespaceResourceScope;
-
-    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
-        "Service".into()
-    }
-    fn group(_: &()) -> std::borrow::Cow<'_, str> {
-        "".into()
-    }
-    fn version(_: &()) -> std::borrow::Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
-        "services".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+/// Its `ferrolb.io/Announced` condition.
+pub fn announced(svc: &CachedService) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    svc.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == ANNOUNCED)
 }
 
 impl Slim for CachedService {
@@ -142,6 +77,13 @@ impl Slim for CachedService {
         meta.finalizers = None;
         meta.owner_references = None;
         meta.generate_name = None;
+        // The controller's fields: a one-entry selector map alone is ~0.5 KiB.
+        self.spec.selector = None;
+        self.spec.ports = None;
+        self.spec.ip_families = None;
+        self.spec.ip_family_policy = None;
+        self.spec.load_balancer_ip = None;
+        let meta = &mut self.metadata;
         // Only the assigned pool is read; a map for one entry costs ~0.5 KiB.
         self.pool = meta
             .annotations
@@ -382,8 +324,7 @@ pub fn world(stores: &Stores, class: Option<&str>) -> (World, Problems) {
 pub fn previous_owners(stores: &Stores) -> BTreeMap<IpAddr, String> {
     let mut out = BTreeMap::new();
     for svc in stores.services.state() {
-        let node = svc
-            .announced()
+        let node = announced(&svc)
             .filter(|c| c.status == "True")
             .and_then(|c| crate::report::announcer_in(&c.message).map(str::to_string));
         if let Some(node) = node {

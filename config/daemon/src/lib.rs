@@ -3,6 +3,8 @@
 //! `/readyz`, `/metrics` endpoints. (The pure part they share, flags and parsing, is
 //! `ferrolb-config`.)
 
+pub mod service;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
