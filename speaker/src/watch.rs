@@ -11,14 +11,13 @@ use std::sync::Arc;
 
 use ferrolb_config::l2::parse_advertisement;
 use ferrolb_config::pool::{FieldError, parse_pool, ranks};
-use ferrolb_config::service::{ASSIGNED_POOL, handles, ingress_ips};
+use ferrolb_config::service::ASSIGNED_POOL;
 use ferrolb_crds::{IPAddressPool, L2Advertisement};
 pub use ferrolb_daemon::service::CachedService;
 use ferrolb_speaker_core::{NodeInfo, PoolInfo, ServiceInfo, World};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, ServiceStatus};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -61,7 +60,9 @@ impl Slim for IPAddressPool {}
 impl Slim for L2Advertisement {}
 
 /// Its `ferrolb.io/Announced` condition.
-pub fn announced(svc: &CachedService) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+pub fn announced(
+    svc: &CachedService,
+) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     svc.status
         .as_ref()?
         .conditions
