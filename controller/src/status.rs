@@ -9,9 +9,9 @@ use ferrolb_config::service::ASSIGNED_POOL;
 use ferrolb_crds::IPAddressPool;
 use ferrolb_daemon::Events;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
-use kube::{Client, Resource};
 use serde_json::json;
 use tracing::warn;
 
@@ -107,12 +107,15 @@ impl Writer {
         Ok(())
     }
 
-    /// Publishes an Event about `obj`; a failure is logged, never fatal (Events are best effort).
-    pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, note: String)
-    where
-        K: Resource<DynamicType = ()>,
-    {
-        let reference: ObjectReference = obj.object_ref(&());
+    /// Publishes an Event about the object `reference` names; a failure is logged, never fatal
+    /// (Events are best effort).
+    pub async fn event(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let ev = Event {
             type_,
             reason: reason.into(),
@@ -120,7 +123,7 @@ impl Writer {
             action: reason.into(),
             secondary: None,
         };
-        if let Err(e) = self.events.publish(&ev, &reference).await {
+        if let Err(e) = self.events.publish(&ev, reference).await {
             warn!(reason, error = %e, "could not publish event");
         }
     }

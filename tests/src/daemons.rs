@@ -141,8 +141,11 @@ pub fn start_controller(
     let bin = binary("ferrolb-controller")?.to_string_lossy().into_owned();
     let kc = env.service_account_kubeconfig("ferrolb-system", "ferrolb-controller")?;
     let kc = kc.to_string_lossy().into_owned();
-    let mut argv: Vec<&str> = vec![
-        &bin,
+    // A profiler in front of every controller, for benchmarks (e.g. `heaptrack -o /tmp/ctl`).
+    let wrapper = std::env::var("FERROLB_CONTROLLER_WRAPPER").unwrap_or_default();
+    let mut argv: Vec<&str> = wrapper.split_whitespace().collect();
+    argv.extend([
+        bin.as_str(),
         "--kubeconfig",
         &kc,
         "--identity",
@@ -153,7 +156,7 @@ pub fn start_controller(
         "3",
         "--retry-period",
         "1",
-    ];
+    ]);
     if !opts
         .extra_args
         .iter()
