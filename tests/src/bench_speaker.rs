@@ -161,13 +161,44 @@ pub struct Idle {
     pub anon_kib: u64,
     /// Mapped pages of the binary and libraries (`RssFile`).
     pub file_kib: u64,
+    /// From `utime + stime`: sampled at the scheduler tick, so wake-ups shorter than a tick are
+    /// charged by chance.
     pub millicores: f64,
+    /// From the scheduler's run time per thread (`/proc/<pid>/task/*/schedstat`, nanoseconds
+    /// on CPU): exact, summed over the threads that lived through the period.
+    pub run_millicores: f64,
+    /// Per thread: name, millicores of run time, times it was scheduled in per second.
+    pub threads: Vec<(String, f64, f64)>,
     /// Elections the speaker ran during the idle period.
     pub elections: f64,
     /// Elections while gaining the addresses, and an upper bound on the slowest.
     pub passes: f64,
     pub slowest_pass_ms: f64,
     pub seconds: f64,
+}
+
+/// Per thread of `pid`: name, nanoseconds on CPU, times scheduled in (`schedstat`).
+fn schedstats(pid: i32) -> std::collections::BTreeMap<String, (String, u64, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in dir.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        let f: Vec<u64> = stat
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if let [run, _, slices] = f[..] {
+            out.insert(
+                task.file_name().to_string_lossy().into_owned(),
+                (name.trim().to_string(), run, slices),
+            );
+        }
+    }
+    out
 }
 
 /// Node 1 of three announcing `addresses` IPv6 Services (the advertisement selects only node 1, so
@@ -241,7 +272,7 @@ pub fn idle(addresses: usize, seconds: u64) -> anyhow::Result<Idle> {
     }
     let elections = || -> anyhow::Result<f64> { c.metric(1, "ferrolb_speaker_pass_seconds_count") };
     let e_start = elections()?;
-    let (t_start, c_start) = (Instant::now(), ticks(pid)?);
+    let (t_start, c_start, s_start) = (Instant::now(), ticks(pid)?, schedstats(pid));
     match std::env::var("FERROLB_BENCH_PROFILER") {
         // A profiler watching the idle period instead of a plain sleep, e.g.
         // `perf record -g -o /tmp/perf.data -p {pid} -- sleep {seconds}` (it costs CPU too).
@@ -256,7 +287,23 @@ pub fn idle(addresses: usize, seconds: u64) -> anyhow::Result<Idle> {
         }
         Err(_) => std::thread::sleep(Duration::from_secs(seconds)),
     }
-    let (elapsed, used) = (t_start.elapsed().as_secs_f64(), ticks(pid)? - c_start);
+    let (elapsed, used, s_end) = (
+        t_start.elapsed().as_secs_f64(),
+        ticks(pid)? - c_start,
+        schedstats(pid),
+    );
+    let threads: Vec<(String, f64, f64)> = s_end
+        .iter()
+        .filter_map(|(tid, (name, ns, slices))| {
+            let (_, ns0, slices0) = s_start.get(tid)?;
+            Some((
+                name.clone(),
+                (ns - ns0) as f64 / 1e6 / elapsed,
+                (slices - slices0) as f64 / elapsed,
+            ))
+        })
+        .collect();
+    let run_millicores = threads.iter().map(|t| t.1).sum();
     let elections = elections()? - e_start;
     // USER_HZ is 100 on Linux: one tick is 10 ms of CPU.
     let millicores = used as f64 * 10.0 / elapsed;
@@ -280,6 +327,8 @@ pub fn idle(addresses: usize, seconds: u64) -> anyhow::Result<Idle> {
         anon_kib: kib("RssAnon:"),
         file_kib: kib("RssFile:"),
         millicores,
+        run_millicores,
+        threads,
         elections,
         passes: total,
         slowest_pass_ms,

@@ -192,6 +192,16 @@ fn main() -> anyhow::Result<()> {
                 f.passes,
                 f.slowest_pass_ms
             );
+            let threads: Vec<String> = f
+                .threads
+                .iter()
+                .map(|(name, mc, per_s)| format!("{name} {mc:.2} mc ({per_s:.0} runs/s)"))
+                .collect();
+            println!(
+                "scheduler run time: {:.2} millicores; by thread: {}",
+                f.run_millicores,
+                threads.join(", ")
+            );
             Ok(())
         }
         Command::Clean => {
