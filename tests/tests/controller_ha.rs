@@ -159,17 +159,7 @@ fn a_shrunk_pool_rehomes_exactly_the_services_outside_it() {
         );
     }
     for i in 0..6 {
-        let ip = env
-            .kubectl(&[
-                "-n",
-                "default",
-                "get",
-                "svc",
-                &format!("s{i}"),
-                "-o",
-                "jsonpath={.status.loadBalancer.ingress[*].ip}",
-            ])
-            .unwrap();
+        let ip = ingress(&env, &format!("s{i}"));
         let want = if i < 3 {
             format!("192.0.2.{}", 64 + i)
         } else {
@@ -213,21 +203,25 @@ fn a_shrunk_pool_rehomes_exactly_the_services_outside_it() {
     );
 }
 
+/// The ingress addresses Service `name` in `default` shows, space-separated.
+fn ingress(env: &KubeEnv, name: &str) -> String {
+    env.kubectl(&[
+        "-n",
+        "default",
+        "get",
+        "svc",
+        name,
+        "-o",
+        "jsonpath={.status.loadBalancer.ingress[*].ip}",
+    ])
+    .unwrap()
+}
+
 /// Waits (at most 30 s) until Service `name` in `default` shows exactly `want` as its ingress.
 fn wait_ingress_exactly(env: &KubeEnv, name: &str, want: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let got = env
-            .kubectl(&[
-                "-n",
-                "default",
-                "get",
-                "svc",
-                name,
-                "-o",
-                "jsonpath={.status.loadBalancer.ingress[*].ip}",
-            ])
-            .unwrap();
+        let got = ingress(env, name);
         if got == want {
             return;
         }
@@ -288,17 +282,7 @@ fn an_api_server_outage_changes_no_address() {
     // The freed address (lowest free: o1's) is reused; nothing that was assigned moved.
     assert_eq!(after, vec!["192.0.2.65".to_string()]);
     for (name, ips) in &before {
-        let now = env
-            .kubectl(&[
-                "-n",
-                "default",
-                "get",
-                "svc",
-                name,
-                "-o",
-                "jsonpath={.status.loadBalancer.ingress[*].ip}",
-            ])
-            .unwrap();
+        let now = ingress(&env, name);
         assert_eq!(&now, &ips.join(" "), "{name} changed across the outage");
     }
 }
