@@ -561,20 +561,10 @@ impl State {
                     debug!(service = %k, error = %e, "allocation failed; waiting for a free address");
                     self.waiting.insert(k.to_string());
                     let released = self.allocator.release_stranded(&key);
+                    let (ips, pool) = self.held(&key);
                     if !released.is_empty() {
                         self.pools_dirty = true;
                         self.freed = true;
-                        let kept = self.allocator.allocation(&key);
-                        let ips: Vec<IpAddr> = kept.map(|a| a.ips().collect()).unwrap_or_default();
-                        let pool = kept
-                            .into_iter()
-                            .flat_map(|a| [a.v4.as_ref(), a.v6.as_ref()])
-                            .flatten()
-                            .filter_map(|a| a.pool.as_ref().map(PoolName::as_str))
-                            .collect::<BTreeSet<_>>()
-                            .into_iter()
-                            .collect::<Vec<_>>()
-                            .join(",");
                         let kept_note = if ips.is_empty() {
                             String::new()
                         } else {
@@ -584,24 +574,41 @@ impl State {
                             "released {}: it left every address pool and no other address is available ({e}){kept_note}",
                             list(&released)
                         );
-                        action.write = Some((ips, (!pool.is_empty()).then_some(pool)));
+                        action.write = Some((ips, pool));
                         action.event = self.event(k, EventType::Warning, "IPReleased", note);
                     } else {
                         action.event =
                             self.event(k, EventType::Warning, "AllocationFailed", e.to_string());
-                        // The status shows addresses the allocator does not give this Service
-                        // (a restore it lost, or a clearing write that failed): clear them, as
-                        // another Service may get them.
-                        if self.allocator.allocation(&key).is_none()
-                            && model::status_pool(&svc).is_some()
+                        // The status shows other addresses than the allocator gives this Service
+                        // (a restore it lost, or a release whose write failed): show what it
+                        // holds, as another Service may get the rest.
+                        if model::status_ips(&svc) != ips
+                            || model::status_pool(&svc) != pool.as_deref()
                         {
-                            action.write = Some((Vec::new(), None));
+                            action.write = Some((ips, pool));
                         }
                     }
                 }
             },
         }
         (action.write.is_some() || action.event.is_some()).then_some(action)
+    }
+
+    /// The addresses the allocator gives `key` (IPv4 first) and their pools as the annotation
+    /// names them; nothing and `None` when it holds nothing.
+    fn held(&self, key: &ServiceKey) -> (Vec<IpAddr>, Option<String>) {
+        let held = self.allocator.allocation(key);
+        let ips: Vec<IpAddr> = held.map(|a| a.ips().collect()).unwrap_or_default();
+        let pool = held
+            .into_iter()
+            .flat_map(|a| [a.v4.as_ref(), a.v6.as_ref()])
+            .flatten()
+            .filter_map(|a| a.pool.as_ref().map(PoolName::as_str))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join(",");
+        (ips, (!pool.is_empty()).then_some(pool))
     }
 
     /// An Event to publish, unless it repeats the last one for this Service.

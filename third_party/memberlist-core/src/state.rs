@@ -789,8 +789,8 @@ where
   /// ferrolb patch: the gossip loop of upstream memberlist wakes every gossip interval even when
   /// nothing is queued (then it sends nothing). Here it runs every interval only while broadcasts
   /// are queued, and otherwise sleeps until one is queued, then gossips at once. An idle member
-  /// saves 1000 ms / gossip_interval wake-ups a second, and news (suspect, dead, alive) leaves at
-  /// once instead of up to one interval later. Delegate broadcasts (`Delegate::broadcast_messages`)
+  /// saves 1000 ms / gossip_interval wake-ups a second, and news (suspect, dead, alive) queued
+  /// while nothing else is leaves at once instead of up to one interval later. Delegate broadcasts (`Delegate::broadcast_messages`)
   /// alone do not wake the loop: ferrolb's delegates broadcast nothing.
   async fn trigger_gossip(
     &self,
