@@ -514,21 +514,13 @@ impl State {
                     if alloc.moved.is_some() {
                         self.freed = true;
                     }
-                    let ips: Vec<IpAddr> = alloc.ips().collect();
-                    let pools: BTreeSet<&PoolName> = [alloc.v4.as_ref(), alloc.v6.as_ref()]
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|a| a.pool.as_ref())
-                        .collect();
-                    let pool = pools
-                        .iter()
-                        .map(|p| p.as_str())
-                        .collect::<Vec<_>>()
-                        .join(",");
+                    // What the allocator now stores for the Service, as `alloc` says.
+                    let (ips, pool) = self.held(&key);
                     let before = model::status_ips(&svc);
-                    if before == ips && model::status_pool(&svc) == Some(pool.as_str()) {
+                    if before == ips && model::status_pool(&svc) == pool.as_deref() {
                         return None;
                     }
+                    let pool = pool.unwrap_or_default();
                     let note = if let Some(moved) = &alloc.moved {
                         Some((
                             EventType::Warning,
