@@ -147,19 +147,8 @@ fn parse_ips(annotation: &str, value: &str) -> Result<Vec<IpAddr>, IntentError> 
     Ok(out)
 }
 
-/// Whether ferrolb handles this Service: `type: LoadBalancer` and a class that is unset or `class`
-/// (the daemons' `--load-balancer-class`).
-pub fn is_ours(svc: &k8s_openapi::api::core::v1::Service, class: Option<&str>) -> bool {
-    let Some(spec) = &svc.spec else { return false };
-    handles(
-        spec.type_.as_deref(),
-        spec.load_balancer_class.as_deref(),
-        class,
-    )
-}
-
-/// [`is_ours`] from the two fields it reads: the Service's `spec.type` and
-/// `spec.loadBalancerClass`.
+/// Whether ferrolb handles a Service, from its `spec.type` and `spec.loadBalancerClass`:
+/// `type: LoadBalancer` and a class that is unset or `class` (the daemons' `--load-balancer-class`).
 pub fn handles(type_: Option<&str>, service_class: Option<&str>, class: Option<&str>) -> bool {
     type_ == Some("LoadBalancer")
         && match service_class {
@@ -168,12 +157,7 @@ pub fn handles(type_: Option<&str>, service_class: Option<&str>, class: Option<&
         }
 }
 
-/// Addresses the Service's status shows now.
-pub fn status_ips(svc: &k8s_openapi::api::core::v1::Service) -> Vec<IpAddr> {
-    ingress_ips(svc.status.as_ref())
-}
-
-/// [`status_ips`] from the Service's status.
+/// The addresses a Service's status shows now.
 pub fn ingress_ips(status: Option<&k8s_openapi::api::core::v1::ServiceStatus>) -> Vec<IpAddr> {
     status
         .and_then(|s| s.load_balancer.as_ref())

@@ -1,7 +1,6 @@
 //! Kubernetes objects into allocator requests: the one place where the controller reads Services.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use ferrolb_allocator::{
     Family, FamilyPolicy, PoolChoice, PoolName, Protocol, Request, ServiceKey, Sharing,
@@ -30,16 +29,6 @@ pub fn key(svc: &Service) -> ServiceKey {
         svc.metadata.namespace.as_deref().unwrap_or("default"),
         svc.metadata.name.as_deref().unwrap_or(""),
     )
-}
-
-/// Whether ferrolb handles it (type LoadBalancer, and its class unset or `class`).
-pub fn is_ours(svc: &Service, class: Option<&str>) -> bool {
-    svc.is_ours(class)
-}
-
-/// The addresses its status shows.
-pub fn status_ips(svc: &Service) -> Vec<IpAddr> {
-    svc.ips()
 }
 
 /// The pool annotation the Service carries now.
@@ -101,7 +90,7 @@ pub fn want(
     pools: &Pools,
     namespace_labels: &BTreeMap<String, String>,
 ) -> Want {
-    if !is_ours(svc, class) {
+    if !svc.is_ours(class) {
         return Want::Nothing;
     }
     let empty = BTreeMap::new();

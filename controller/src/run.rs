@@ -363,7 +363,7 @@ impl State {
             .services
             .objects
             .iter()
-            .filter(|(_, s)| model::is_ours(s, self.settings.class.as_deref()))
+            .filter(|(_, s)| s.is_ours(self.settings.class.as_deref()))
             .map(|(k, s)| (s, k.clone()))
             .collect();
         order.sort_by_key(|(s, k)| {
@@ -374,7 +374,7 @@ impl State {
         });
         let mut restored = 0;
         for (svc, k) in order {
-            let ips = model::status_ips(svc);
+            let ips = svc.ips();
             if ips.is_empty() {
                 continue;
             }
@@ -516,7 +516,7 @@ impl State {
                     }
                     // What the allocator now stores for the Service, as `alloc` says.
                     let (ips, pool) = self.held(&key);
-                    let before = model::status_ips(&svc);
+                    let before = svc.ips();
                     if before == ips && model::status_pool(&svc) == pool.as_deref() {
                         return None;
                     }
@@ -574,9 +574,7 @@ impl State {
                         // The status shows other addresses than the allocator gives this Service
                         // (a restore it lost, or a release whose write failed): show what it
                         // holds, as another Service may get the rest.
-                        if model::status_ips(&svc) != ips
-                            || model::status_pool(&svc) != pool.as_deref()
-                        {
+                        if svc.ips() != ips || model::status_pool(&svc) != pool.as_deref() {
                             action.write = Some((ips, pool));
                         }
                     }

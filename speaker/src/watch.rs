@@ -73,11 +73,6 @@ pub fn announced(
 
 impl Slim for CachedService {
     fn slim(&mut self) {
-        let meta = &mut self.metadata;
-        meta.managed_fields = None;
-        meta.finalizers = None;
-        meta.owner_references = None;
-        meta.generate_name = None;
         // The controller's fields: a one-entry selector map alone is ~0.5 KiB.
         self.spec.selector = None;
         self.spec.ports = None;
@@ -85,6 +80,10 @@ impl Slim for CachedService {
         self.spec.ip_family_policy = None;
         self.spec.load_balancer_ip = None;
         let meta = &mut self.metadata;
+        meta.managed_fields = None;
+        meta.finalizers = None;
+        meta.owner_references = None;
+        meta.generate_name = None;
         // Only the assigned pool is read; a map for one entry costs ~0.5 KiB.
         self.pool = meta
             .annotations

@@ -51,7 +51,7 @@ pub struct CachedPort {
 }
 
 impl CachedService {
-    /// Whether ferrolb handles it (see [`ferrolb_config::service::is_ours`]).
+    /// Whether ferrolb handles it (see [`ferrolb_config::service::handles`]).
     pub fn is_ours(&self, class: Option<&str>) -> bool {
         handles(
             self.spec.type_.as_deref(),
