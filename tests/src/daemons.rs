@@ -194,7 +194,7 @@ pub fn wait_ingress(
     )
 }
 
-/// The Events about an object, as `reason: note` lines.
+/// The Events ferrolb reported about an object, as `reason: note` lines.
 pub fn events_for(env: &KubeEnv, namespace: &str, name: &str) -> anyhow::Result<Vec<String>> {
     let out = env.kubectl(&[
         "-n",
@@ -204,9 +204,16 @@ pub fn events_for(env: &KubeEnv, namespace: &str, name: &str) -> anyhow::Result<
         "--field-selector",
         &format!("regarding.name={name}"),
         "-o",
-        "jsonpath={range .items[*]}{.reason}: {.note}{\"\\n\"}{end}",
+        "jsonpath={range .items[*]}{.reportingController} {.reason}: {.note}{\"\\n\"}{end}",
     ])?;
-    Ok(out.lines().map(str::to_string).collect())
+    // Only ferrolb's own Events: kube-apiserver reports on Services too (its ClusterIP repair loop
+    // can say "ClusterIPNotAllocated: Cluster IP [IPv6] …" about a Service just created).
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(by, _)| by.starts_with("ferrolb-"))
+        .map(|(_, ev)| ev.to_string())
+        .collect())
 }
 
 /// Waits until an Event about the object contains `text`.
