@@ -553,31 +553,39 @@ impl State {
                     debug!(service = %k, error = %e, "allocation failed; waiting for a free address");
                     self.waiting.insert(k.to_string());
                     let released = self.allocator.release_stranded(&key);
-                    let (ips, pool) = self.held(&key);
                     if !released.is_empty() {
                         self.pools_dirty = true;
                         self.freed = true;
-                        let kept_note = if ips.is_empty() {
+                    }
+                    let (ips, pool) = self.held(&key);
+                    // What the status shows beyond what the allocator gives this Service: just
+                    // released, released by a pass whose write failed, or lost at restore. The
+                    // status must stop showing it, as another Service may get it.
+                    let shown = svc.ips();
+                    let gone: Vec<IpAddr> = shown
+                        .iter()
+                        .filter(|ip| !ips.contains(ip))
+                        .copied()
+                        .collect();
+                    if shown != ips || model::status_pool(&svc) != pool.as_deref() {
+                        action.write = Some((ips.clone(), pool));
+                    }
+                    action.event = if gone.is_empty() {
+                        self.event(k, EventType::Warning, "AllocationFailed", e.to_string())
+                    } else {
+                        let why = if released.is_empty() {
+                            "it is no longer held for this Service"
+                        } else {
+                            "it left every address pool and no other address is available"
+                        };
+                        let kept = if ips.is_empty() {
                             String::new()
                         } else {
                             format!("; keeps {}", list(&ips))
                         };
-                        let note = format!(
-                            "released {}: it left every address pool and no other address is available ({e}){kept_note}",
-                            list(&released)
-                        );
-                        action.write = Some((ips, pool));
-                        action.event = self.event(k, EventType::Warning, "IPReleased", note);
-                    } else {
-                        action.event =
-                            self.event(k, EventType::Warning, "AllocationFailed", e.to_string());
-                        // The status shows other addresses than the allocator gives this Service
-                        // (a restore it lost, or a release whose write failed): show what it
-                        // holds, as another Service may get the rest.
-                        if svc.ips() != ips || model::status_pool(&svc) != pool.as_deref() {
-                            action.write = Some((ips, pool));
-                        }
-                    }
+                        let note = format!("released {}: {why} ({e}){kept}", list(&gone));
+                        self.event(k, EventType::Warning, "IPReleased", note)
+                    };
                 }
             },
         }

@@ -1,7 +1,8 @@
 //! Restart safety and leader changes on the real API server: a leader killed in the middle of a
 //! burst of 500 Service creations, the standby taking over, and a fresh replica after that, never
 //! change an assigned address and never hand one out twice. A shrunk pool re-homes exactly the
-//! Services outside it.
+//! Services outside it, and a release whose status write the API server refuses is retried until
+//! the status shows it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -125,7 +126,7 @@ fn a_shrunk_pool_rehomes_exactly_the_services_outside_it() {
         )
     };
     apply(&env, &lab, &pool("\"192.0.2.64/29\"")).unwrap();
-    let _c = start_controller(&lab, &env, &ControllerOptions::default()).unwrap();
+    let c = start_controller(&lab, &env, &ControllerOptions::default()).unwrap();
     for i in 0..6 {
         apply(&env, &lab, &service_yaml(&format!("s{i}"), &[], "", 80)).unwrap();
         assert_eq!(
@@ -201,7 +202,91 @@ fn a_shrunk_pool_rehomes_exactly_the_services_outside_it() {
         wait_ingress(&env, "default", "d", 2, Duration::from_secs(30)).unwrap(),
         vec!["192.0.2.112", "2001:db8:5::"]
     );
+
+    // The same release while the API server refuses d's status writes (a ValidatingAdmissionPolicy
+    // of the real API server): the status keeps showing the released address until a write
+    // succeeds, and the controller retries until it does.
+    apply(&env, &lab, FREEZE_D).unwrap();
+    let frozen = || {
+        env.kubectl(&[
+            "-n",
+            "default",
+            "patch",
+            "svc",
+            "d",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"loadBalancer":{"ingress":[]}}}"#,
+            "--dry-run=server",
+        ])
+        .is_err()
+    };
+    cmd::wait_for(
+        "the policy refusing d's status writes",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || frozen().then_some(()),
+    )
+    .unwrap();
+    apply(&env, &lab, &ds("\"192.0.2.112/30\"")).unwrap();
+    cmd::wait_for(
+        "a refused status write in the controller's log",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            c.log_text()
+                .contains("writing the Service status failed")
+                .then_some(())
+        },
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(ingress(&env, "d"), "192.0.2.112 2001:db8:5::");
+    env.kubectl(&["delete", "validatingadmissionpolicybinding", "freeze-d"])
+        .unwrap();
+    wait_ingress_exactly(&env, "d", "192.0.2.112");
+    let ev = wait_event(
+        &env,
+        "default",
+        "d",
+        "no longer held",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(
+        ev.starts_with("IPReleased")
+            && ev.contains("released 2001:db8:5::")
+            && ev.contains("keeps 192.0.2.112"),
+        "{ev}"
+    );
 }
+
+/// Refuses every write to the status of Service `d`.
+const FREEZE_D: &str = "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: freeze-d
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [\"\"]
+      apiVersions: [v1]
+      operations: [UPDATE]
+      resources: [services/status]
+  validations:
+  - expression: \"object.metadata.name != 'd'\"
+    message: status of d frozen by the test
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: freeze-d
+spec:
+  policyName: freeze-d
+  validationActions: [Deny]
+";
 
 /// The ingress addresses Service `name` in `default` shows, space-separated.
 fn ingress(env: &KubeEnv, name: &str) -> String {
