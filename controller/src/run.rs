@@ -56,12 +56,22 @@ struct Action {
     event: Option<(EventType, &'static str, String)>,
 }
 
+/// What executing an [`Action`] did.
+enum Outcome {
+    /// Nothing to write (an Event at most).
+    NoWrite,
+    /// The status was written this long after the change was seen.
+    Written(Duration),
+    /// The write failed: retried at the next pass.
+    Failed,
+}
+
 impl Action {
-    /// Writes, then (only if the write succeeded) publishes the Event. Returns whether the write
-    /// succeeded.
-    async fn execute(&self, writer: &Writer) -> bool {
+    /// Writes, then (only if the write succeeded) publishes the Event.
+    async fn execute(&self, writer: &Writer) -> Outcome {
         let ns = self.reference.namespace.as_deref().unwrap_or("default");
         let name = self.reference.name.as_deref().unwrap_or("");
+        let mut outcome = Outcome::NoWrite;
         if let Some((ips, pool)) = &self.write {
             let annotation_changed = self.pool_now != *pool;
             if let Err(e) = writer
@@ -69,8 +79,10 @@ impl Action {
                 .await
             {
                 warn!(service = %self.key, error = %e, "writing the Service status failed; will retry");
-                return false;
+                return Outcome::Failed;
             }
+            // Measured before the Event: its request is not part of the allocation.
+            outcome = Outcome::Written(self.since.elapsed());
             info!(service = %self.key, ips = %list(ips), pool = pool.as_deref().unwrap_or(""), "status written");
         }
         if let Some((type_, reason, note)) = &self.event {
@@ -78,7 +90,7 @@ impl Action {
                 .event(&self.reference, *type_, reason, note.clone())
                 .await;
         }
-        true
+        outcome
     }
 }
 
@@ -411,19 +423,20 @@ impl State {
             .map(|a| {
                 let writer = writer.clone();
                 async move {
-                    let ok = a.execute(&writer).await;
-                    (a.key, a.since, a.write.is_some(), ok)
+                    let outcome = a.execute(&writer).await;
+                    (a.key, a.since, outcome)
                 }
             })
             .buffer_unordered(WRITES_IN_FLIGHT);
-        while let Some((key, since, wrote, ok)) = done.next().await {
-            if wrote {
-                self.pools_dirty = true;
-                if ok {
-                    self.metrics
-                        .allocation_seconds
-                        .observe(since.elapsed().as_secs_f64());
-                } else {
+        while let Some((key, since, outcome)) = done.next().await {
+            match outcome {
+                Outcome::NoWrite => {}
+                Outcome::Written(took) => {
+                    self.pools_dirty = true;
+                    self.metrics.allocation_seconds.observe(took.as_secs_f64());
+                }
+                Outcome::Failed => {
+                    self.pools_dirty = true;
                     // Retried at the next pass: the next watch event, or after RETRY.
                     self.dirty.insert(key.clone(), since);
                     self.last_event.remove(&key);

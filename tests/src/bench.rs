@@ -14,6 +14,9 @@ use kube::runtime::watcher;
 use crate::KubeEnv;
 use crate::daemons::{ControllerOptions, apply, start_controller};
 
+/// Where the benchmark's controller serves /metrics (in the lab's API namespace).
+const METRICS: &str = "127.0.0.1:7472";
+
 /// Figures of one run.
 #[derive(Debug)]
 pub struct Figures {
@@ -26,6 +29,42 @@ pub struct Figures {
     pub max_ms: f64,
     pub controller_rss_kib: u64,
     pub controller_peak_rss_kib: u64,
+    /// The controller's own share of the latency, from its `allocation_seconds` histogram (a
+    /// Service change seen to its status written): the upper bounds, in ms, of the buckets that
+    /// hold the median and the 99th percentile.
+    pub controller_p50_le_ms: f64,
+    pub controller_p99_le_ms: f64,
+}
+
+/// The bucket upper bounds (ms) holding the median and the 99th percentile of a Prometheus
+/// histogram `name` in `text`.
+fn histogram_quantiles(text: &str, name: &str) -> Option<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|l| {
+            let (le, rest) = l.split_once("\"}")?;
+            let count: f64 = rest.trim().parse().ok()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le * 1000.0, count))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    let at = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, c)| *c >= total * q)
+            .map(|(le, _)| *le)
+    };
+    Some((at(0.5)?, at(0.99)?))
 }
 
 /// What runs while the Services are created.
@@ -71,6 +110,8 @@ pub fn run(services: usize, rate: Option<u32>, mode: Mode) -> anyhow::Result<Fig
             extra_args: vec![
                 "--log-level".into(),
                 std::env::var("FERROLB_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+                "--metrics-bind-address".into(),
+                METRICS.into(),
             ],
             ..Default::default()
         },
@@ -98,6 +139,10 @@ pub fn run(services: usize, rate: Option<u32>, mode: Mode) -> anyhow::Result<Fig
     };
     figures.controller_rss_kib = field("VmRSS:");
     figures.controller_peak_rss_kib = field("VmHWM:");
+    let metrics = crate::daemons::http_get(&lab, crate::Port::Api, METRICS, "/metrics")?;
+    (figures.controller_p50_le_ms, figures.controller_p99_le_ms) =
+        histogram_quantiles(&metrics, "ferrolb_controller_allocation_seconds")
+            .unwrap_or((f64::NAN, f64::NAN));
     Ok(figures)
 }
 
@@ -241,5 +286,19 @@ async fn measure(
         max_ms: lat.last().copied().unwrap_or(0.0),
         controller_rss_kib: 0,
         controller_peak_rss_kib: 0,
+        controller_p50_le_ms: f64::NAN,
+        controller_p99_le_ms: f64::NAN,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::histogram_quantiles;
+
+    #[test]
+    fn quantiles_are_the_bounds_of_the_buckets_holding_them() {
+        let text = "x_bucket{le=\"0.001\"} 10\nx_bucket{le=\"0.002\"} 60\nx_bucket{le=\"0.004\"} 99\nx_bucket{le=\"+Inf\"} 100\nx_sum 1\nx_count 100\n";
+        assert_eq!(histogram_quantiles(text, "x"), Some((2.0, 4.0)));
+        assert_eq!(histogram_quantiles("x_count 0\n", "x"), None);
+    }
 }
