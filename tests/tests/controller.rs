@@ -198,7 +198,7 @@ fn allocates_reports_and_refuses_bad_input_without_side_effects() {
         (
             "nodual",
             service_yaml("nodual", &[("ferrolb.io/address-pool", "v4only")], dual, 80),
-            "IPv6",
+            "pool \"v4only\" has no IPv6 addresses",
         ),
     ];
     for (name, yaml, _) in &cases {
