@@ -224,6 +224,12 @@ struct State {
     waiting: BTreeSet<String>,
     /// An address was freed in this pass.
     freed: bool,
+    /// Addresses a Service released while its status still shows them, held in the allocator
+    /// under [`ServiceKey::releasing`] so that no other Service gets one before the releasing
+    /// Service's status stops showing it (after its write lands, or when the watch shows a status
+    /// without them). Without this a Service could get an address in the same pass, or while the
+    /// releasing Service's write is refused, and two statuses would show it.
+    releasing: BTreeMap<String, Vec<(IpAddr, ServiceKey)>>,
 }
 
 /// Runs until the watches end (they do not, short of the process ending).
@@ -262,6 +268,7 @@ pub async fn run(
         last_event: BTreeMap::new(),
         waiting: BTreeSet::new(),
         freed: false,
+        releasing: BTreeMap::new(),
     };
     loop {
         // With work left over (a failed write, a Service waiting for a free address), wake up
@@ -434,6 +441,8 @@ impl State {
                 Outcome::Written(took) => {
                     self.pools_dirty = true;
                     self.metrics.allocation_seconds.observe(took.as_secs_f64());
+                    // The status written shows none of what the Service released.
+                    self.free_released(&key);
                 }
                 Outcome::Failed => {
                     self.pools_dirty = true;
@@ -467,6 +476,7 @@ impl State {
             }
             self.waiting.remove(k);
             self.last_event.remove(k);
+            self.free_released(k);
             return None;
         };
         let key = model::key(&svc);
@@ -498,8 +508,7 @@ impl State {
                 self.waiting.remove(k);
                 let released = self.allocator.release(&key);
                 if !released.is_empty() {
-                    self.pools_dirty = true;
-                    self.freed = true;
+                    self.hold_released(k, &key, &released);
                     let note = format!(
                         "released {} (no longer a LoadBalancer Service of this class)",
                         list(&released)
@@ -524,21 +533,39 @@ impl State {
             Want::Allocate(req) => match self.allocator.assign(&req) {
                 Ok(alloc) => {
                     self.waiting.remove(k);
-                    if alloc.moved.is_some() {
-                        self.freed = true;
+                    if let Some(moved) = &alloc.moved {
+                        let released: Vec<IpAddr> = moved.released.iter().map(|r| r.0).collect();
+                        self.hold_released(k, &key, &released);
                     }
                     // What the allocator now stores for the Service, as `alloc` says.
                     let (ips, pool) = self.held(&key);
                     let before = svc.ips();
                     if before == ips && model::status_pool(&svc) == pool.as_deref() {
+                        self.free_released_unless_shown(k, &before);
                         return None;
                     }
                     let pool = pool.unwrap_or_default();
+                    let gone: Vec<IpAddr> = before
+                        .iter()
+                        .filter(|ip| !ips.contains(ip))
+                        .copied()
+                        .collect();
                     let note = if let Some(moved) = &alloc.moved {
                         Some((
                             EventType::Warning,
                             "IPReassigned",
                             format!("now {} from pool {pool}: {moved}", list(&ips)),
+                        ))
+                    } else if !gone.is_empty() {
+                        // Moved by an earlier pass whose write failed.
+                        Some((
+                            EventType::Warning,
+                            "IPReassigned",
+                            format!(
+                                "now {} from pool {pool}: {} is no longer held for this Service",
+                                list(&ips),
+                                list(&gone)
+                            ),
                         ))
                     } else if before != ips {
                         // A first address, or one more family (PreferDualStack).
@@ -566,10 +593,7 @@ impl State {
                     debug!(service = %k, error = %e, "allocation failed; waiting for a free address");
                     self.waiting.insert(k.to_string());
                     let released = self.allocator.release_stranded(&key);
-                    if !released.is_empty() {
-                        self.pools_dirty = true;
-                        self.freed = true;
-                    }
+                    self.hold_released(k, &key, &released);
                     let (ips, pool) = self.held(&key);
                     // What the status shows beyond what the allocator gives this Service: just
                     // released, released by a pass whose write failed, or lost at restore. The
@@ -602,7 +626,53 @@ impl State {
                 }
             },
         }
+        if action.write.is_none() {
+            self.free_released_unless_shown(k, &svc.ips());
+        }
         (action.write.is_some() || action.event.is_some()).then_some(action)
+    }
+
+    /// Holds `ips`, just released by Service `k`, from every other Service until `k`'s status
+    /// stops showing them (see `releasing`).
+    fn hold_released(&mut self, k: &str, key: &ServiceKey, ips: &[IpAddr]) {
+        for &ip in ips {
+            let holder = ServiceKey::releasing(key, ip);
+            match self.allocator.restore(holder.clone(), vec![ip], None) {
+                Ok(_) => self
+                    .releasing
+                    .entry(k.to_string())
+                    .or_default()
+                    .push((ip, holder)),
+                // Still held by a Service sharing it: no other Service can get it anyway.
+                Err(e) => {
+                    debug!(service = %k, %ip, error = %e, "released address stays with its sharers")
+                }
+            }
+        }
+    }
+
+    /// Frees what Service `k` released: its status no longer shows it.
+    fn free_released(&mut self, k: &str) {
+        let Some(held) = self.releasing.remove(k) else {
+            return;
+        };
+        for (ip, holder) in held {
+            self.allocator.release(&holder);
+            debug!(service = %k, %ip, "released address free: the status no longer shows it");
+        }
+        self.pools_dirty = true;
+        self.freed = true;
+    }
+
+    /// [`State::free_released`] when the status `shown` has none of what `k` released.
+    fn free_released_unless_shown(&mut self, k: &str, shown: &[IpAddr]) {
+        let still_shown = self
+            .releasing
+            .get(k)
+            .is_some_and(|held| held.iter().any(|(ip, _)| shown.contains(ip)));
+        if !still_shown {
+            self.free_released(k);
+        }
     }
 
     /// The addresses the allocator gives `key` (IPv4 first) and their pools as the annotation

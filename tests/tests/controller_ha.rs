@@ -206,45 +206,12 @@ fn a_shrunk_pool_rehomes_exactly_the_services_outside_it() {
     // The same release while the API server refuses d's status writes (a ValidatingAdmissionPolicy
     // of the real API server): the status keeps showing the released address until a write
     // succeeds, and the controller retries until it does.
-    apply(&env, &lab, FREEZE_D).unwrap();
-    let frozen = || {
-        env.kubectl(&[
-            "-n",
-            "default",
-            "patch",
-            "svc",
-            "d",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            r#"{"status":{"loadBalancer":{"ingress":[]}}}"#,
-            "--dry-run=server",
-        ])
-        .is_err()
-    };
-    cmd::wait_for(
-        "the policy refusing d's status writes",
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-        || frozen().then_some(()),
-    )
-    .unwrap();
+    freeze(&env, &lab, "d");
     apply(&env, &lab, &ds("\"192.0.2.112/30\"")).unwrap();
-    cmd::wait_for(
-        "a refused status write in the controller's log",
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-        || {
-            c.log_text()
-                .contains("writing the Service status failed")
-                .then_some(())
-        },
-    )
-    .unwrap();
+    wait_refused(&c, "default/d");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(ingress(&env, "d"), "192.0.2.112 2001:db8:5::");
-    env.kubectl(&["delete", "validatingadmissionpolicybinding", "freeze-d"])
-        .unwrap();
+    thaw(&env, "d");
     wait_ingress_exactly(&env, "d", "192.0.2.112");
     let ev = wait_event(
         &env,
@@ -260,13 +227,120 @@ fn a_shrunk_pool_rehomes_exactly_the_services_outside_it() {
             && ev.contains("keeps 192.0.2.112"),
         "{ev}"
     );
+
+    // A move while the API server refuses the moving Service's status writes: the address it
+    // leaves is handed to no other Service while its status still shows it, even when a pool
+    // offers it again, and is free once the status moved.
+    let mv = |addrs: &str| {
+        format!(
+            "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: mv\nspec:\n  addresses: [{addrs}]\n"
+        )
+    };
+    let in_mv = [("ferrolb.io/address-pool", "mv")];
+    apply(&env, &lab, &mv("\"192.0.2.120/30\"")).unwrap();
+    apply(&env, &lab, &service_yaml("m", &in_mv, "", 80)).unwrap();
+    wait_ingress_exactly(&env, "m", "192.0.2.120");
+    freeze(&env, &lab, "m");
+    apply(&env, &lab, &mv("\"192.0.2.121-192.0.2.123\"")).unwrap();
+    wait_refused(&c, "default/m");
+    // .120 is back in the pool, still held for m (assigned: .121 for m, .120 until m's status
+    // moves; available: .122 and .123).
+    apply(&env, &lab, &mv("\"192.0.2.120/30\"")).unwrap();
+    cmd::wait_for(
+        "pool mv counting m's old address as assigned",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let counts = env
+                .kubectl(&[
+                    "get",
+                    "ipaddresspool",
+                    "mv",
+                    "-o",
+                    "jsonpath={.status.assignedIPv4}/{.status.availableIPv4}",
+                ])
+                .ok()?;
+            (counts == "2/2").then_some(())
+        },
+    )
+    .unwrap();
+    apply(&env, &lab, &service_yaml("second", &in_mv, "", 80)).unwrap();
+    wait_ingress_exactly(&env, "second", "192.0.2.122");
+    assert_eq!(ingress(&env, "m"), "192.0.2.120", "m's status is refused");
+    thaw(&env, "m");
+    wait_ingress_exactly(&env, "m", "192.0.2.121");
+    let ev = wait_event(
+        &env,
+        "default",
+        "m",
+        "IPReassigned",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(ev.contains("now 192.0.2.121"), "{ev}");
+    // m's status moved: .120 is free again.
+    apply(&env, &lab, &service_yaml("third", &in_mv, "", 80)).unwrap();
+    wait_ingress_exactly(&env, "third", "192.0.2.120");
 }
 
-/// Refuses every write to the status of Service `d`.
-const FREEZE_D: &str = "apiVersion: admissionregistration.k8s.io/v1
+/// Makes the API server refuse every write to the status of Service `name` in `default` (a
+/// ValidatingAdmissionPolicy), and waits until it does.
+fn freeze(env: &KubeEnv, lab: &ferrolb_lab::Lab, name: &str) {
+    apply(env, lab, &FREEZE.replace("NAME", name)).unwrap();
+    cmd::wait_for(
+        &format!("the policy refusing {name}'s status writes"),
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            env.kubectl(&[
+                "-n",
+                "default",
+                "patch",
+                "svc",
+                name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                r#"{"status":{"loadBalancer":{"ingress":[]}}}"#,
+                "--dry-run=server",
+            ])
+            .is_err()
+            .then_some(())
+        },
+    )
+    .unwrap();
+}
+
+/// Lets the API server take `name`'s status writes again.
+fn thaw(env: &KubeEnv, name: &str) {
+    env.kubectl(&[
+        "delete",
+        "validatingadmissionpolicybinding,validatingadmissionpolicy",
+        &format!("freeze-{name}"),
+    ])
+    .unwrap();
+}
+
+/// Waits until the controller's log shows a refused status write of `service` (`ns/name`).
+fn wait_refused(c: &ferrolb_lab::LabChild, service: &str) {
+    cmd::wait_for(
+        &format!("a refused status write of {service} in the controller's log"),
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            c.log_text()
+                .lines()
+                .any(|l| l.contains("writing the Service status failed") && l.contains(service))
+                .then_some(())
+        },
+    )
+    .unwrap();
+}
+
+const FREEZE: &str = "apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicy
 metadata:
-  name: freeze-d
+  name: freeze-NAME
 spec:
   failurePolicy: Fail
   matchConstraints:
@@ -276,15 +350,15 @@ spec:
       operations: [UPDATE]
       resources: [services/status]
   validations:
-  - expression: \"object.metadata.name != 'd'\"
-    message: status of d frozen by the test
+  - expression: \"object.metadata.name != 'NAME'\"
+    message: status of NAME frozen by the test
 ---
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicyBinding
 metadata:
-  name: freeze-d
+  name: freeze-NAME
 spec:
-  policyName: freeze-d
+  policyName: freeze-NAME
   validationActions: [Deny]
 ";
 

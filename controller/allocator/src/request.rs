@@ -18,6 +18,17 @@ impl ServiceKey {
         ServiceKey(format!("{namespace}/{name}"))
     }
 
+    /// A holder that is no Service: `ip`, just released by `service`, kept from every other
+    /// service until `service`'s status stops showing it (the caller releases this key then). Its
+    /// text names both, for messages such as "already used by …"; it cannot equal the key of a
+    /// Service.
+    pub fn releasing(service: &ServiceKey, ip: IpAddr) -> ServiceKey {
+        ServiceKey(format!(
+            "{} (which released {ip}; its status still shows it)",
+            service.0
+        ))
+    }
+
     /// The key as text, `namespace/name`.
     pub fn as_str(&self) -> &str {
         &self.0

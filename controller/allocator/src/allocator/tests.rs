@@ -954,3 +954,27 @@ fn release_stranded_keeps_what_is_still_in_a_pool() {
     assert!(a.allocation(&svc("s")).is_none());
     check_invariants(&a);
 }
+
+#[test]
+fn a_releasing_holder_keeps_the_address_from_others_until_released() {
+    let mut a = alloc(vec![pool("p", &["192.0.2.0/30"])]);
+    assert_eq!(ips(&a.assign(&req("s")).unwrap()), [ip("192.0.2.0")]);
+    // The caller released it from "s" and keeps it until s's status stops showing it.
+    let released = a.release(&svc("s"));
+    let holder = ServiceKey::releasing(&svc("s"), released[0]);
+    a.restore(holder.clone(), released, None).unwrap();
+    check_invariants(&a);
+    assert_eq!(a.pool_stats(&"p".into()).unwrap().v4.assigned, 1);
+    // Another service gets the next address; one that asks for it is told who has it.
+    assert_eq!(ips(&a.assign(&req("t")).unwrap()), [ip("192.0.2.1")]);
+    let err = a.assign(&asking(&["192.0.2.0"], req("u"))).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("ns/s (which released 192.0.2.0; its status still shows it)"),
+        "{err}"
+    );
+    // Released: free for whoever asks.
+    a.release(&holder);
+    assert_eq!(ips(&a.assign(&req("u")).unwrap()), [ip("192.0.2.0")]);
+    check_invariants(&a);
+}
