@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrolb_allocator::{Allocator, Family, PoolName, PoolsReport, ServiceKey};
+use ferrolb_allocator::{Allocator, Family, PoolName, PoolsReport, ServiceKey, Sharing};
 use ferrolb_config::pool::{FieldError, parse_pool, ranks};
 use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
 use ferrolb_daemon::service::CachedService as Service;
@@ -490,6 +490,12 @@ impl State {
             return None;
         };
         let ns_labels = namespace.metadata.labels.clone().unwrap_or_default();
+        // The consent to share stored for what the Service holds now: an address it releases is
+        // held as it held it, so the Services it shared that address with keep sharing it.
+        let sharing = self
+            .allocator
+            .allocation(&key)
+            .and_then(|a| a.sharing.clone());
         let mut action = Action {
             key: k.to_string(),
             reference: svc.object_ref(&()),
@@ -507,11 +513,18 @@ impl State {
             Want::Nothing => {
                 self.waiting.remove(k);
                 let released = self.allocator.release(&key);
-                if !released.is_empty() {
-                    self.hold_released(k, &key, &released);
+                self.hold_released(k, &key, &released, sharing);
+                // After a failed clearing write the retry releases nothing: name what the status
+                // still shows.
+                let gone = if released.is_empty() && self.releasing.contains_key(k) {
+                    svc.ips()
+                } else {
+                    released
+                };
+                if !gone.is_empty() {
                     let note = format!(
                         "released {} (no longer a LoadBalancer Service of this class)",
-                        list(&released)
+                        list(&gone)
                     );
                     action.event = self.event(k, EventType::Normal, "IPReleased", note);
                 }
@@ -530,12 +543,12 @@ impl State {
                     .inc();
                 action.event = self.event(k, EventType::Warning, "AllocationFailed", msg);
             }
-            Want::Allocate(req) => match self.allocator.assign(&req) {
+            Want::Allocate(req) => match self.assign(k, &key, &req) {
                 Ok(alloc) => {
                     self.waiting.remove(k);
                     if let Some(moved) = &alloc.moved {
                         let released: Vec<IpAddr> = moved.released.iter().map(|r| r.0).collect();
-                        self.hold_released(k, &key, &released);
+                        self.hold_released(k, &key, &released, sharing);
                     }
                     // What the allocator now stores for the Service, as `alloc` says.
                     let (ips, pool) = self.held(&key);
@@ -556,8 +569,9 @@ impl State {
                             "IPReassigned",
                             format!("now {} from pool {pool}: {moved}", list(&ips)),
                         ))
-                    } else if !gone.is_empty() {
-                        // Moved by an earlier pass whose write failed.
+                    } else if !gone.is_empty() && self.releasing.contains_key(k) {
+                        // Moved by an earlier pass whose write failed. (Without a hold, the cached
+                        // status is only older than a write that landed.)
                         Some((
                             EventType::Warning,
                             "IPReassigned",
@@ -593,7 +607,7 @@ impl State {
                     debug!(service = %k, error = %e, "allocation failed; waiting for a free address");
                     self.waiting.insert(k.to_string());
                     let released = self.allocator.release_stranded(&key);
-                    self.hold_released(k, &key, &released);
+                    self.hold_released(k, &key, &released, sharing);
                     let (ips, pool) = self.held(&key);
                     // What the status shows beyond what the allocator gives this Service: just
                     // released, released by a pass whose write failed, or lost at restore. The
@@ -607,7 +621,9 @@ impl State {
                     if shown != ips || model::status_pool(&svc) != pool.as_deref() {
                         action.write = Some((ips.clone(), pool));
                     }
-                    action.event = if gone.is_empty() {
+                    // Without a hold the cached status is only older than a write that landed.
+                    let releasing = !released.is_empty() || self.releasing.contains_key(k);
+                    action.event = if gone.is_empty() || !releasing {
                         self.event(k, EventType::Warning, "AllocationFailed", e.to_string())
                     } else {
                         let why = if released.is_empty() {
@@ -634,21 +650,66 @@ impl State {
 
     /// Holds `ips`, just released by Service `k`, from every other Service until `k`'s status
     /// stops showing them (see `releasing`).
-    fn hold_released(&mut self, k: &str, key: &ServiceKey, ips: &[IpAddr]) {
+    /// `sharing` is the Service's consent to share as the allocator stored it with them.
+    fn hold_released(
+        &mut self,
+        k: &str,
+        key: &ServiceKey,
+        ips: &[IpAddr],
+        sharing: Option<Sharing>,
+    ) {
         for &ip in ips {
             let holder = ServiceKey::releasing(key, ip);
-            match self.allocator.restore(holder.clone(), vec![ip], None) {
+            match self
+                .allocator
+                .restore(holder.clone(), vec![ip], sharing.clone())
+            {
                 Ok(_) => self
                     .releasing
                     .entry(k.to_string())
                     .or_default()
                     .push((ip, holder)),
-                // Still held by a Service sharing it: no other Service can get it anyway.
+                // Not expected: the Services holding it shared it with this one.
                 Err(e) => {
-                    debug!(service = %k, %ip, error = %e, "released address stays with its sharers")
+                    warn!(service = %k, %ip, error = %e, "could not hold a released address until the status stops showing it")
                 }
             }
         }
+    }
+
+    /// [`Allocator::assign`] for Service `k`, to which what it is releasing itself is free: it
+    /// may get back the very address its status still shows. What it does not get back stays
+    /// held. (`decide` is synchronous: no other Service comes in between.)
+    fn assign(
+        &mut self,
+        k: &str,
+        key: &ServiceKey,
+        req: &ferrolb_allocator::Request,
+    ) -> Result<ferrolb_allocator::Allocation, ferrolb_allocator::AllocError> {
+        let own = self.releasing.remove(k).unwrap_or_default();
+        let own: Vec<(IpAddr, Option<Sharing>)> = own
+            .into_iter()
+            .map(|(ip, holder)| {
+                let sharing = self
+                    .allocator
+                    .allocation(&holder)
+                    .and_then(|a| a.sharing.clone());
+                self.allocator.release(&holder);
+                (ip, sharing)
+            })
+            .collect();
+        let result = self.allocator.assign(req);
+        let now: Vec<IpAddr> = self
+            .allocator
+            .allocation(key)
+            .map(|a| a.ips().collect())
+            .unwrap_or_default();
+        for (ip, sharing) in own {
+            if !now.contains(&ip) {
+                self.hold_released(k, key, &[ip], sharing);
+            }
+        }
+        result
     }
 
     /// Frees what Service `k` released: its status no longer shows it.

@@ -237,6 +237,27 @@ fn a_shrunk_pool_rehomes_exactly_the_services_outside_it() {
         )
     };
     let in_mv = [("ferrolb.io/address-pool", "mv")];
+    // What pool mv reports assigned / available, as the API server shows it.
+    let counts = |want: &'static str| {
+        cmd::wait_for(
+            &format!("pool mv assigned/available {want}"),
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || {
+                let got = env
+                    .kubectl(&[
+                        "get",
+                        "ipaddresspool",
+                        "mv",
+                        "-o",
+                        "jsonpath={.status.assignedIPv4}/{.status.availableIPv4}",
+                    ])
+                    .ok()?;
+                (got == want).then_some(())
+            },
+        )
+        .unwrap();
+    };
     apply(&env, &lab, &mv("\"192.0.2.120/30\"")).unwrap();
     apply(&env, &lab, &service_yaml("m", &in_mv, "", 80)).unwrap();
     wait_ingress_exactly(&env, "m", "192.0.2.120");
@@ -246,24 +267,7 @@ fn a_shrunk_pool_rehomes_exactly_the_services_outside_it() {
     // .120 is back in the pool, still held for m (assigned: .121 for m, .120 until m's status
     // moves; available: .122 and .123).
     apply(&env, &lab, &mv("\"192.0.2.120/30\"")).unwrap();
-    cmd::wait_for(
-        "pool mv counting m's old address as assigned",
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-        || {
-            let counts = env
-                .kubectl(&[
-                    "get",
-                    "ipaddresspool",
-                    "mv",
-                    "-o",
-                    "jsonpath={.status.assignedIPv4}/{.status.availableIPv4}",
-                ])
-                .ok()?;
-            (counts == "2/2").then_some(())
-        },
-    )
-    .unwrap();
+    counts("2/2");
     apply(&env, &lab, &service_yaml("second", &in_mv, "", 80)).unwrap();
     wait_ingress_exactly(&env, "second", "192.0.2.122");
     assert_eq!(ingress(&env, "m"), "192.0.2.120", "m's status is refused");
@@ -281,6 +285,20 @@ fn a_shrunk_pool_rehomes_exactly_the_services_outside_it() {
     // m's status moved: .120 is free again.
     apply(&env, &lab, &service_yaml("third", &in_mv, "", 80)).unwrap();
     wait_ingress_exactly(&env, "third", "192.0.2.120");
+
+    // A Service may get back the address it is releasing: m asks for .123 while its writes are
+    // refused (it holds .123, its status still shows .121, which is held for it), then asks for
+    // .121 again and has it back, with nothing left to write; .123 is free again.
+    freeze(&env, &lab, "m");
+    let m_asking =
+        |ip: &str| service_yaml("m", &[in_mv[0], ("ferrolb.io/loadBalancerIPs", ip)], "", 80);
+    apply(&env, &lab, &m_asking("192.0.2.123")).unwrap();
+    counts("4/0");
+    apply(&env, &lab, &m_asking("192.0.2.121")).unwrap();
+    counts("3/1");
+    thaw(&env, "m");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(ingress(&env, "m"), "192.0.2.121");
 }
 
 /// Makes the API server refuse every write to the status of Service `name` in `default` (a
