@@ -978,3 +978,42 @@ fn a_releasing_holder_keeps_the_address_from_others_until_released() {
     assert_eq!(ips(&a.assign(&req("u")).unwrap()), [ip("192.0.2.0")]);
     check_invariants(&a);
 }
+
+#[test]
+fn a_releasing_holder_of_a_shared_address_shares_it_as_the_service_did() {
+    let mut a = alloc(vec![pool("p", &["192.0.2.0/30"])]);
+    let web_sharing = sharing("k", &[80], "");
+    let web = a
+        .assign(&sharing_as(web_sharing.clone(), req("web")))
+        .unwrap();
+    let tls = a
+        .assign(&sharing_as(sharing("k", &[443], ""), req("tls")))
+        .unwrap();
+    assert_eq!(ips(&web), ips(&tls));
+    let shared = ip("192.0.2.0");
+    // "web" gives the address up; the caller holds it with web's consent to share, beside "tls".
+    let stored = a.allocation(&svc("web")).unwrap().sharing.clone();
+    assert_eq!(stored, Some(web_sharing));
+    a.release(&svc("web"));
+    let holder = ServiceKey::releasing(&svc("web"), shared);
+    a.restore(holder.clone(), vec![shared], stored).unwrap();
+    check_invariants(&a);
+    // "tls" leaves: the address stays held for web's status all the same.
+    a.release(&svc("tls"));
+    assert_eq!(a.holders(shared).collect::<Vec<_>>(), [&holder]);
+    assert_ne!(ips(&a.assign(&req("alone")).unwrap()), [shared]);
+    // A Service that could have shared with web may still share; one on web's port may not.
+    assert_eq!(
+        ips(&a
+            .assign(&sharing_as(sharing("k", &[8443], ""), req("more")))
+            .unwrap()),
+        [shared]
+    );
+    assert_ne!(
+        ips(&a
+            .assign(&sharing_as(sharing("k", &[80], ""), req("clash")))
+            .unwrap()),
+        [shared]
+    );
+    check_invariants(&a);
+}
