@@ -229,7 +229,7 @@ struct State {
     /// Service's status stops showing it (after its write lands, or when the watch shows a status
     /// without them). Without this a Service could get an address in the same pass, or while the
     /// releasing Service's write is refused, and two statuses would show it.
-    releasing: BTreeMap<String, Vec<(IpAddr, ServiceKey)>>,
+    releasing: BTreeMap<String, Vec<IpAddr>>,
 }
 
 /// Runs until the watches end (they do not, short of the process ending).
@@ -467,8 +467,7 @@ impl State {
     /// What to do for one Service: allocator changes happen here, API writes are returned.
     fn decide(&mut self, k: &str, since: Instant) -> Option<Action> {
         let Some(svc) = self.services.objects.get(k).cloned() else {
-            let (ns, name) = k.split_once('/').unwrap_or(("", k));
-            let released = self.allocator.release(&ServiceKey::new(ns, name));
+            let released = self.allocator.release(&service_key(k));
             if !released.is_empty() {
                 info!(service = %k, ?released, "Service deleted: addresses released");
                 self.pools_dirty = true;
@@ -496,6 +495,8 @@ impl State {
             .allocator
             .allocation(&key)
             .and_then(|a| a.sharing.clone());
+        // The addresses its status shows (as last seen by the watch).
+        let shown = svc.ips();
         let mut action = Action {
             key: k.to_string(),
             reference: svc.object_ref(&()),
@@ -517,7 +518,7 @@ impl State {
                 // After a failed clearing write the retry releases nothing: name what the status
                 // still shows.
                 let gone = if released.is_empty() && self.releasing.contains_key(k) {
-                    svc.ips()
+                    shown.clone()
                 } else {
                     released
                 };
@@ -552,17 +553,12 @@ impl State {
                     }
                     // What the allocator now stores for the Service, as `alloc` says.
                     let (ips, pool) = self.held(&key);
-                    let before = svc.ips();
-                    if before == ips && model::status_pool(&svc) == pool.as_deref() {
-                        self.free_released_unless_shown(k, &before);
+                    if shown == ips && model::status_pool(&svc) == pool.as_deref() {
+                        self.free_released_unless_shown(k, &shown);
                         return None;
                     }
                     let pool = pool.unwrap_or_default();
-                    let gone: Vec<IpAddr> = before
-                        .iter()
-                        .filter(|ip| !ips.contains(ip))
-                        .copied()
-                        .collect();
+                    let gone = missing_from(&shown, &ips);
                     let note = if let Some(moved) = &alloc.moved {
                         Some((
                             EventType::Warning,
@@ -581,7 +577,7 @@ impl State {
                                 list(&gone)
                             ),
                         ))
-                    } else if before != ips {
+                    } else if shown != ips {
                         // A first address, or one more family (PreferDualStack).
                         Some((
                             EventType::Normal,
@@ -611,13 +607,8 @@ impl State {
                     let (ips, pool) = self.held(&key);
                     // What the status shows beyond what the allocator gives this Service: just
                     // released, released by a pass whose write failed, or lost at restore. The
-                    // status must stop showing it, as another Service may get it.
-                    let shown = svc.ips();
-                    let gone: Vec<IpAddr> = shown
-                        .iter()
-                        .filter(|ip| !ips.contains(ip))
-                        .copied()
-                        .collect();
+                    // status must stop showing it before another Service may get it.
+                    let gone = missing_from(&shown, &ips);
                     if shown != ips || model::status_pool(&svc) != pool.as_deref() {
                         action.write = Some((ips.clone(), pool));
                     }
@@ -643,7 +634,7 @@ impl State {
             },
         }
         if action.write.is_none() {
-            self.free_released_unless_shown(k, &svc.ips());
+            self.free_released_unless_shown(k, &shown);
         }
         (action.write.is_some() || action.event.is_some()).then_some(action)
     }
@@ -660,15 +651,8 @@ impl State {
     ) {
         for &ip in ips {
             let holder = ServiceKey::releasing(key, ip);
-            match self
-                .allocator
-                .restore(holder.clone(), vec![ip], sharing.clone())
-            {
-                Ok(_) => self
-                    .releasing
-                    .entry(k.to_string())
-                    .or_default()
-                    .push((ip, holder)),
+            match self.allocator.restore(holder, vec![ip], sharing.clone()) {
+                Ok(_) => self.releasing.entry(k.to_string()).or_default().push(ip),
                 // Not expected: the Services holding it shared it with this one.
                 Err(e) => {
                     warn!(service = %k, %ip, error = %e, "could not hold a released address until the status stops showing it")
@@ -686,10 +670,13 @@ impl State {
         key: &ServiceKey,
         req: &ferrolb_allocator::Request,
     ) -> Result<ferrolb_allocator::Allocation, ferrolb_allocator::AllocError> {
-        let own = self.releasing.remove(k).unwrap_or_default();
+        let Some(own) = self.releasing.remove(k) else {
+            return self.allocator.assign(req);
+        };
         let own: Vec<(IpAddr, Option<Sharing>)> = own
             .into_iter()
-            .map(|(ip, holder)| {
+            .map(|ip| {
+                let holder = ServiceKey::releasing(key, ip);
                 let sharing = self
                     .allocator
                     .allocation(&holder)
@@ -717,8 +704,9 @@ impl State {
         let Some(held) = self.releasing.remove(k) else {
             return;
         };
-        for (ip, holder) in held {
-            self.allocator.release(&holder);
+        let key = service_key(k);
+        for ip in held {
+            self.allocator.release(&ServiceKey::releasing(&key, ip));
             debug!(service = %k, %ip, "released address free: the status no longer shows it");
         }
         self.pools_dirty = true;
@@ -730,7 +718,7 @@ impl State {
         let still_shown = self
             .releasing
             .get(k)
-            .is_some_and(|held| held.iter().any(|(ip, _)| shown.contains(ip)));
+            .is_some_and(|held| held.iter().any(|ip| shown.contains(ip)));
         if !still_shown {
             self.free_released(k);
         }
@@ -970,6 +958,21 @@ fn join(errors: &[FieldError]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The allocator's key of the Service `k` (`namespace/name`).
+fn service_key(k: &str) -> ServiceKey {
+    let (ns, name) = k.split_once('/').unwrap_or(("", k));
+    ServiceKey::new(ns, name)
+}
+
+/// The addresses of `shown` that are not in `held`.
+fn missing_from(shown: &[IpAddr], held: &[IpAddr]) -> Vec<IpAddr> {
+    shown
+        .iter()
+        .filter(|ip| !held.contains(ip))
+        .copied()
+        .collect()
 }
 
 fn list(ips: &[IpAddr]) -> String {
