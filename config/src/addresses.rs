@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use ferrolb_allocator::IpRange;
+use ferrolb_model::IpRange;
 use ipnetwork::IpNetwork;
 
 /// Why one entry does not parse.

@@ -1,53 +1,10 @@
-//! `L2Advertisement` objects into validated advertisements: which pools, nodes, Services and
-//! interfaces one advertisement covers. An empty list means "all"; the pool names and the pool
-//! selectors add up (a pool is covered when it is named or matches a selector), as in MetalLB.
-
-use std::collections::{BTreeMap, BTreeSet};
+//! `L2Advertisement` objects into the model's validated [`Advertisement`]s.
 
 use ferrolb_crds::L2Advertisement;
+pub use ferrolb_model::l2::Advertisement;
 
 use crate::pool::FieldError;
-use crate::selector::Selector;
-
-/// An advertisement that passed validation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Advertisement {
-    pub name: String,
-    pools: BTreeSet<String>,
-    pool_selectors: Vec<Selector>,
-    node_selectors: Vec<Selector>,
-    service_selectors: Vec<Selector>,
-    /// Interfaces named by the advertisement; empty: choose by subnet.
-    pub interfaces: Vec<String>,
-}
-
-impl Advertisement {
-    /// An advertisement covering everything (what an empty `spec: {}` means).
-    pub fn everything(name: &str) -> Advertisement {
-        Advertisement {
-            name: name.to_string(),
-            ..Advertisement::default()
-        }
-    }
-
-    /// Whether the addresses of pool `name` (labels `labels`) are announced.
-    pub fn covers_pool(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
-        (self.pools.is_empty() && self.pool_selectors.is_empty())
-            || self.pools.contains(name)
-            || self.pool_selectors.iter().any(|s| s.matches(labels))
-    }
-
-    /// Whether a node with these labels may announce.
-    pub fn covers_node(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.node_selectors.is_empty() || self.node_selectors.iter().any(|s| s.matches(labels))
-    }
-
-    /// Whether a Service with these labels is announced.
-    pub fn covers_service(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.service_selectors.is_empty()
-            || self.service_selectors.iter().any(|s| s.matches(labels))
-    }
-}
+use crate::selector;
 
 /// Validates one advertisement; every malformed field is reported with its path.
 pub fn parse_advertisement(adv: &L2Advertisement) -> Result<Advertisement, Vec<FieldError>> {
@@ -56,7 +13,7 @@ pub fn parse_advertisement(adv: &L2Advertisement) -> Result<Advertisement, Vec<F
         |list: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector], field: &str| {
             let mut out = Vec::new();
             for (i, s) in list.iter().enumerate() {
-                match Selector::parse(s) {
+                match selector::parse(s) {
                     Ok(s) => out.push(s),
                     Err(e) => errors.push(FieldError {
                         field: format!("spec.{field}[{i}]"),
@@ -98,18 +55,20 @@ pub fn parse_advertisement(adv: &L2Advertisement) -> Result<Advertisement, Vec<F
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Advertisement {
-        name: adv.metadata.name.clone().unwrap_or_default(),
-        pools: spec.ip_address_pools.iter().cloned().collect(),
+    Ok(Advertisement::new(
+        adv.metadata.name.clone().unwrap_or_default(),
+        spec.ip_address_pools.iter().cloned().collect(),
         pool_selectors,
         node_selectors,
         service_selectors,
-        interfaces: spec.interfaces.clone(),
-    })
+        spec.interfaces.clone(),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use ferrolb_crds::L2AdvertisementSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};

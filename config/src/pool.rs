@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ferrolb_allocator::{PoolName, PoolSpec};
 use ferrolb_crds::IPAddressPool;
+use ferrolb_model::{PoolName, PoolSpec};
 
 use crate::addresses::parse_range;
-use crate::selector::Selector;
+use crate::selector::{self, Selector};
 
 /// A problem in one field of a pool.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -93,7 +93,7 @@ pub fn parse_pool(pool: &IPAddressPool, rank: u64) -> Result<ValidPool, Vec<Fiel
         priority = sa.priority;
         selection.namespaces = sa.namespaces.iter().cloned().collect();
         for (i, s) in sa.namespace_selectors.iter().enumerate() {
-            match Selector::parse(s) {
+            match selector::parse(s) {
                 Ok(s) => selection.namespace_selectors.push(s),
                 Err(e) => errors.push(FieldError {
                     field: format!("spec.serviceAllocation.namespaceSelectors[{i}]"),
@@ -102,7 +102,7 @@ pub fn parse_pool(pool: &IPAddressPool, rank: u64) -> Result<ValidPool, Vec<Fiel
             }
         }
         for (i, s) in sa.service_selectors.iter().enumerate() {
-            match Selector::parse(s) {
+            match selector::parse(s) {
                 Ok(s) => selection.service_selectors.push(s),
                 Err(e) => errors.push(FieldError {
                     field: format!("spec.serviceAllocation.serviceSelectors[{i}]"),

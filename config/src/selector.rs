@@ -1,89 +1,26 @@
-//! Kubernetes label selectors as a validated domain type.
-//!
-//! The schema of `LabelSelector` accepts any operator string and any combination of values; the
-//! API server's own rules (`metav1.LabelSelectorAsSelector`) are applied here so that a malformed
-//! selector becomes a condition naming the field instead of matching nothing (or everything).
-
-use std::collections::BTreeMap;
+//! Kubernetes `LabelSelector`s into the model's validated [`Selector`].
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-/// A validated label selector. The empty selector matches everything.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Selector {
-    requirements: Vec<Requirement>,
-}
+use ferrolb_model::selector::Expression;
+pub use ferrolb_model::selector::{Selector, SelectorError};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Requirement {
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-    Exists(String),
-    DoesNotExist(String),
-}
-
-/// Why a selector is malformed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SelectorError {
-    #[error(
-        "matchExpressions[{index}]: unknown operator {operator:?} (expected In, NotIn, Exists or DoesNotExist)"
-    )]
-    UnknownOperator { index: usize, operator: String },
-    #[error("matchExpressions[{index}]: operator {operator} needs at least one value")]
-    MissingValues { index: usize, operator: String },
-    #[error("matchExpressions[{index}]: operator {operator} takes no values")]
-    UnexpectedValues { index: usize, operator: String },
-    #[error("empty label key")]
-    EmptyKey,
-}
-
-impl Selector {
-    /// Validates a selector from the API.
-    pub fn parse(s: &LabelSelector) -> Result<Selector, SelectorError> {
-        let mut requirements = Vec::new();
-        for (k, v) in s.match_labels.iter().flatten() {
-            if k.is_empty() {
-                return Err(SelectorError::EmptyKey);
-            }
-            requirements.push(Requirement::In(k.clone(), vec![v.clone()]));
-        }
-        for (index, e) in s.match_expressions.iter().flatten().enumerate() {
-            if e.key.is_empty() {
-                return Err(SelectorError::EmptyKey);
-            }
-            let values = e.values.clone().unwrap_or_default();
-            let operator = e.operator.clone();
-            let req = match operator.as_str() {
-                "In" | "NotIn" if values.is_empty() => {
-                    return Err(SelectorError::MissingValues { index, operator });
-                }
-                "Exists" | "DoesNotExist" if !values.is_empty() => {
-                    return Err(SelectorError::UnexpectedValues { index, operator });
-                }
-                "In" => Requirement::In(e.key.clone(), values),
-                "NotIn" => Requirement::NotIn(e.key.clone(), values),
-                "Exists" => Requirement::Exists(e.key.clone()),
-                "DoesNotExist" => Requirement::DoesNotExist(e.key.clone()),
-                _ => return Err(SelectorError::UnknownOperator { index, operator }),
-            };
-            requirements.push(req);
-        }
-        Ok(Selector { requirements })
-    }
-
-    /// Whether `labels` satisfy every requirement.
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.requirements.iter().all(|r| match r {
-            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
-            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
-            Requirement::Exists(k) => labels.contains_key(k),
-            Requirement::DoesNotExist(k) => !labels.contains_key(k),
-        })
-    }
+/// Validates a selector from the API.
+pub fn parse(s: &LabelSelector) -> Result<Selector, SelectorError> {
+    Selector::new(
+        s.match_labels.iter().flatten(),
+        s.match_expressions.iter().flatten().map(|e| Expression {
+            key: &e.key,
+            operator: &e.operator,
+            values: e.values.as_deref().unwrap_or_default(),
+        }),
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
@@ -110,14 +47,14 @@ mod tests {
     fn matches_like_the_api_server() {
         let web = labels(&[("tier", "web")]);
         let none = labels(&[]);
-        let empty = Selector::parse(&LabelSelector::default()).unwrap();
+        let empty = parse(&LabelSelector::default()).unwrap();
         assert!(empty.matches(&none) && empty.matches(&web));
         let ml = LabelSelector {
             match_labels: Some(labels(&[("tier", "web")])),
             match_expressions: None,
         };
-        assert!(Selector::parse(&ml).unwrap().matches(&web));
-        assert!(!Selector::parse(&ml).unwrap().matches(&none));
+        assert!(parse(&ml).unwrap().matches(&web));
+        assert!(!parse(&ml).unwrap().matches(&none));
         let table = [
             (expr("tier", "In", &["web", "db"]), true, false),
             (expr("tier", "NotIn", &["db"]), true, true),
@@ -125,7 +62,7 @@ mod tests {
             (expr("tier", "DoesNotExist", &[]), false, true),
         ];
         for (sel, on_web, on_none) in table {
-            let s = Selector::parse(&sel).unwrap();
+            let s = parse(&sel).unwrap();
             assert_eq!(
                 (s.matches(&web), s.matches(&none)),
                 (on_web, on_none),
@@ -143,7 +80,7 @@ mod tests {
             (expr("", "Exists", &[]), "empty label key"),
         ];
         for (sel, msg) in bad {
-            let err = Selector::parse(&sel).unwrap_err().to_string();
+            let err = parse(&sel).unwrap_err().to_string();
             assert!(err.contains(msg), "{err}");
         }
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use ferrolb_config::LogArgs;
+use ferrolb_daemon::LogArgs;
 use ferrolb_daemon::Shutdown;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::Parser;
-use ferrolb_config::LogArgs;
+use ferrolb_daemon::LogArgs;
 use ferrolb_daemon::Shutdown;
 use tracing::{error, info};
 

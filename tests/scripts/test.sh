@@ -17,6 +17,9 @@ test -z "$(gofmt -l tests/kube-env)" || { echo "gofmt: tests/kube-env needs form
 step "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "pure crates are pure (cargo tree -e normal)"
+"$ROOT/tests/scripts/purity.sh"
+
 step "generated CRDs match the Rust types"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

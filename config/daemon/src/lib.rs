@@ -1,9 +1,12 @@
 //! What both daemons need at run time and must do the same way: signals registered before anything
 //! else, the Kubernetes client from a kubeconfig or the in-cluster account, and the `/healthz`,
-//! `/readyz`, `/metrics` endpoints. (The pure part they share, flags and parsing, is
-//! `ferrolb-config`.)
+//! `/readyz`, `/metrics` endpoints, the logging flags and set-up. (The pure part they share,
+//! parsing custom resources and annotations, is `ferrolb-config`.)
 
+pub mod logging;
 pub mod service;
+
+pub use logging::{LogArgs, LogFormat, LoggingError};
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,61 +1,15 @@
 //! Typed errors. Each carries the identifiers (address, pool, service, family) a user needs to act
 //! on it; the controller turns `AllocError` into Kubernetes Events, so the Display texts are written
-//! as sentences that say what to change.
+//! as sentences that say what to change. [`SpecError`] (invalid domain values) is the model's.
 
 use std::net::IpAddr;
 
 use thiserror::Error;
 
-use crate::range::Family;
-use crate::request::{FamilyPolicy, Protocol, ServiceKey};
-use crate::spec::PoolName;
+pub use ferrolb_model::SpecError;
+use ferrolb_model::{Family, PoolName};
 
-/// An invalid domain value, rejected when it is built (parse at the edge).
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum SpecError {
-    /// A range whose ends are of different families.
-    #[error("address range {start}-{end} mixes IPv4 and IPv6; use one range per family")]
-    MixedFamilies {
-        /// First address given.
-        start: IpAddr,
-        /// Last address given.
-        end: IpAddr,
-    },
-    /// A range whose start is after its end.
-    #[error("address range {start}-{end} ends before it starts; swap the two addresses")]
-    Reversed {
-        /// First address given.
-        start: IpAddr,
-        /// Last address given.
-        end: IpAddr,
-    },
-    /// A CIDR prefix longer than the address.
-    #[error("prefix length /{prefix_len} is too long for {base}")]
-    PrefixTooLong {
-        /// Network address given.
-        base: IpAddr,
-        /// Prefix length given.
-        prefix_len: u8,
-    },
-    /// A CIDR whose base address has host bits set.
-    #[error("{base}/{prefix_len} has host bits set; write the network address of the prefix")]
-    HostBitsSet {
-        /// Network address given.
-        base: IpAddr,
-        /// Prefix length given.
-        prefix_len: u8,
-    },
-    /// A pool without any range.
-    #[error("pool \"{0}\" has no address ranges; give it at least one")]
-    NoRanges(PoolName),
-    /// A pool covering all 2^128 IPv6 addresses: its size does not fit the `u128` counters, and
-    /// handing out every IPv6 address (loopback, multicast...) is never intended.
-    #[error("pool \"{0}\" covers the whole IPv6 address space; give it a real prefix")]
-    CoversAllIpv6(PoolName),
-    /// A sharing key that is empty.
-    #[error("the address-sharing key is empty; give a non-empty key or no sharing at all")]
-    EmptySharingKey,
-}
+use crate::request::{FamilyPolicy, Protocol, ServiceKey};
 
 /// Why one service may not hold an address that another service holds. Two services may hold one
 /// address only if both share it, with the same key and backend, on disjoint ports.

@@ -40,11 +40,6 @@ impl Intervals {
         Intervals(merged)
     }
 
-    /// Whether the set is every number (all of IPv6).
-    pub(crate) fn is_everything(&self) -> bool {
-        self.0 == [(0, u128::MAX)]
-    }
-
     /// The runs, in order.
     pub(crate) fn runs(&self) -> impl Iterator<Item = (u128, u128)> + '_ {
         self.0.iter().copied()

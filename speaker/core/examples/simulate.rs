@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Instant;
 
-use ferrolb_allocator::IpRange;
-use ferrolb_config::l2::Advertisement;
+use ferrolb_model::Advertisement;
+use ferrolb_model::IpRange;
 use ferrolb_speaker_core::{NodeInfo, Options, PoolInfo, ServiceInfo, World, elect};
 
 fn main() {

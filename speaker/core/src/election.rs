@@ -13,8 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use ferrolb_allocator::IpRange;
-use ferrolb_config::l2::Advertisement;
+use ferrolb_model::Advertisement;
+use ferrolb_model::IpRange;
 
 use crate::hash;
 
