@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use thiserror::Error;
 
 use crate::range::Family;
-use crate::request::{FamilyPolicy, Protocol, ServiceKey};
+use crate::request::{FamilyPolicy, Holder, Protocol, ServiceKey};
 use crate::spec::PoolName;
 
 /// An invalid domain value, rejected when it is built (parse at the edge).
@@ -130,16 +130,16 @@ pub enum AllocError {
     RequestedInUse {
         /// The address.
         ip: IpAddr,
-        /// A service holding it.
-        holder: ServiceKey,
+        /// A service (or a service's release) holding it.
+        holder: Holder,
     },
     /// An address is held by a service it cannot be shared with.
     #[error("address {ip} cannot be shared with service {holder}: {reason}")]
     SharingConflict {
         /// The address.
         ip: IpAddr,
-        /// The service it cannot be shared with.
-        holder: ServiceKey,
+        /// The service (or a service's release) it cannot be shared with.
+        holder: Holder,
         /// Why.
         reason: SharingConflict,
     },

@@ -276,7 +276,7 @@ impl Model {
         }
         let held = self.held();
         for (&ip, holders) in &held {
-            let got: BTreeSet<ServiceKey> = a.holders(ip).cloned().collect();
+            let got: BTreeSet<ServiceKey> = a.holders(ip).map(|h| h.service().clone()).collect();
             prop_assert_eq!(&got, holders, "holders of {}", ip);
             // Never two services on one address unless both share it compatibly.
             let sharings: Vec<Option<&Sharing>> = holders
