@@ -381,7 +381,10 @@ impl Allocator {
 
     /// The addresses held for `service`'s releases, in address order.
     pub fn releases(&self, service: &ServiceKey) -> impl Iterator<Item = IpAddr> + '_ {
-        self.releasing.get(service).into_iter().flat_map(|held| held.keys().copied())
+        self.releasing
+            .get(service)
+            .into_iter()
+            .flat_map(|held| held.keys().copied())
     }
 
     /// Releases everything `service` holds and returns the addresses, IPv4 first.
@@ -470,7 +473,11 @@ impl Allocator {
                 }
             }
         }
-        match self.conflict(ip, &Holder::Service(req.service.clone()), req.sharing.as_ref()) {
+        match self.conflict(
+            ip,
+            &Holder::Service(req.service.clone()),
+            req.sharing.as_ref(),
+        ) {
             Some((holder, reason)) => Err(MoveReason::SharingConflict { holder, reason }),
             None => Ok(()),
         }
@@ -495,7 +502,11 @@ impl Allocator {
                 }
             }
         }
-        match self.conflict(ip, &Holder::Service(req.service.clone()), req.sharing.as_ref()) {
+        match self.conflict(
+            ip,
+            &Holder::Service(req.service.clone()),
+            req.sharing.as_ref(),
+        ) {
             Some((holder, reason)) => Err(conflict_error(ip, holder, reason)),
             None => Ok(()),
         }

@@ -188,7 +188,10 @@ pub(super) fn check_invariants(a: &Allocator) {
                 service: service.clone(),
                 ip,
             };
-            assert!(a.holders[&ip].contains(&holder), "{holder} not holder of {ip}");
+            assert!(
+                a.holders[&ip].contains(&holder),
+                "{holder} not holder of {ip}"
+            );
             if let Some(s) = sharing {
                 assert!(a.shared[s.key()].contains(&ip), "{ip} not indexed");
             }
