@@ -1110,7 +1110,7 @@ fn a_service_may_get_back_what_it_is_releasing_itself() {
     assert!(a.assign(&asking(&["192.0.2.1"], req("s"))).is_err());
     assert_eq!(a, before);
     // Holders are ordered by service, each before its release holds, as their texts sort.
-    let mut order = vec![
+    let mut order = [
         Holder::Service(svc("s-b")),
         Holder::Releasing {
             service: svc("s"),
