@@ -879,3 +879,42 @@ fn a_service_waits_for_its_namespace() {
         )]
     );
 }
+
+/// Two statuses claim one address at a restart (say, restored from a backup): the older
+/// Service keeps it, the younger gets another one, and nothing else moves.
+#[test]
+fn restart_gives_a_doubly_claimed_address_to_the_older_service() {
+    let p = json!({ASSIGNED_POOL: "p"});
+    let created = |mut s: Service, at: &str| {
+        s.metadata.creation_timestamp = Some(Time(at.parse().unwrap()));
+        s
+    };
+    let mut sim = Sim::start(
+        vec![
+            // Listed first, but younger.
+            created(
+                service("ns/a", json!({}), p.clone(), &["192.0.2.0"]),
+                "2026-03-01T00:00:00Z",
+            ),
+            created(
+                service("ns/b", json!({}), p.clone(), &["192.0.2.0"]),
+                "2026-02-01T00:00:00Z",
+            ),
+            created(
+                service("ns/c", json!({}), p.clone(), &["192.0.2.1"]),
+                "2026-04-01T00:00:00Z",
+            ),
+        ],
+        vec![pool("p", &["192.0.2.0/30"], "2026-01-01T00:00:00Z")],
+        &["ns"],
+    );
+    assert_eq!(
+        sim.pass(),
+        vec![(
+            "ns/a".into(),
+            write(&["192.0.2.2"], Some("p"), false),
+            normal("IPAllocated", "assigned 192.0.2.2 from pool p"),
+        )]
+    );
+    assert_eq!(sim.pass(), vec![]);
+}
