@@ -4,7 +4,10 @@
 //! No I/O, no clock, no async: the runtime loop ([`crate::run`]) feeds it and carries out what it
 //! returns, so the rules (restore before allocating, release holds, retries, Events) are tested
 //! here as stories, without a cluster (see `stories.rs`). It imports no kube client, tokio or
-//! futures; only the allocator, the config model, the API types and `tracing`.
+//! futures; only the allocator, the config model, the API types (k8s-openapi, the CRDs and
+//! `ferrolb_daemon`'s `CachedService`, a plain deserialised struct) and `tracing`, whose log
+//! lines are part of what users see. A module rather than a crate of its own for now: the
+//! Service type it reads lives in `ferrolb_daemon`, which carries the kube client.
 //!
 //! One pass of the runtime:
 //! 1. [`Core::input`] for every watch event of a batch;
