@@ -275,8 +275,130 @@ async fn reconcile(core: &mut Core, writer: &impl Writes, metrics: &Metrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrolb_crds::IPAddressPoolSpec;
     use kube::Resource;
     use serde_json::json;
+    use std::sync::Mutex;
+
+    /// A writer that records what it is asked to do and refuses the first `refuse` Service
+    /// writes.
+    #[derive(Debug, Default)]
+    struct Fake {
+        refuse: Mutex<usize>,
+        log: Mutex<Vec<String>>,
+    }
+
+    impl Fake {
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.log.lock().unwrap())
+        }
+    }
+
+    impl Writes for Fake {
+        type Error = String;
+
+        async fn service(
+            &self,
+            reference: &ObjectReference,
+            write: &StatusWrite,
+        ) -> Result<(), String> {
+            let name = reference.name.clone().unwrap_or_default();
+            self.log.lock().unwrap().push(format!(
+                "service {name} [{}] {:?} {}",
+                list(&write.ips),
+                write.pool,
+                write.annotation_changed
+            ));
+            let mut refuse = self.refuse.lock().unwrap();
+            if *refuse > 0 {
+                *refuse -= 1;
+                return Err("refused".into());
+            }
+            Ok(())
+        }
+
+        async fn event(&self, reference: &ObjectReference, event: &state::Event) {
+            let name = reference.name.clone().unwrap_or_default();
+            self.log.lock().unwrap().push(format!(
+                "event {name} {:?} {}: {}",
+                event.type_, event.reason, event.note
+            ));
+        }
+
+        async fn pool_status(
+            &self,
+            name: &str,
+            status: &IPAddressPoolStatus,
+        ) -> Result<(), String> {
+            self.log.lock().unwrap().push(format!(
+                "pool {name} assigned {}",
+                status.assigned.clone().unwrap_or_default()
+            ));
+            Ok(())
+        }
+    }
+
+    /// The runtime's half: a Service write that fails publishes no Event and is retried at the
+    /// next pass, whose Event follows the write that lands; the pool status follows the
+    /// Services'.
+    #[tokio::test]
+    async fn events_follow_the_writes_that_land_and_failures_are_retried() {
+        let mut core = Core::new(None);
+        let now = Instant::now();
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "a", "namespace": "ns"},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}
+        }))
+        .unwrap();
+        let mut pool = IPAddressPool::new(
+            "p",
+            IPAddressPoolSpec {
+                addresses: vec!["192.0.2.0/30".into()],
+                auto_assign: true,
+                avoid_buggy_ips: false,
+                service_allocation: None,
+            },
+        );
+        pool.metadata.uid = Some("uid-p".into());
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "ns"}})).unwrap();
+        for input in [
+            Input::Service(Watch::Init),
+            Input::Service(Watch::InitApply(svc)),
+            Input::Service(Watch::InitDone),
+            Input::Pool(Watch::Init),
+            Input::Pool(Watch::InitApply(pool)),
+            Input::Pool(Watch::InitDone),
+            Input::Namespace(Watch::Init),
+            Input::Namespace(Watch::InitApply(ns)),
+            Input::Namespace(Watch::InitDone),
+        ] {
+            core.input(input, now);
+        }
+        core.restore(now);
+        let metrics = Metrics::new();
+        let writer = Fake {
+            refuse: Mutex::new(1),
+            ..Fake::default()
+        };
+        reconcile(&mut core, &writer, &metrics).await;
+        assert_eq!(
+            writer.take(),
+            [
+                "service a [192.0.2.0] Some(\"p\") true",
+                "pool p assigned 1",
+            ]
+        );
+        assert!(core.pending());
+        reconcile(&mut core, &writer, &metrics).await;
+        assert_eq!(
+            writer.take(),
+            [
+                "service a [192.0.2.0] Some(\"p\") true",
+                "event a Normal IPAllocated: assigned 192.0.2.0 from pool p",
+                "pool p assigned 1",
+            ]
+        );
+    }
 
     /// The core builds Event references without kube: they must be what kube builds.
     #[test]
