@@ -5,6 +5,7 @@ mod lease;
 mod metrics;
 mod model;
 mod run;
+mod state;
 mod status;
 
 use std::net::SocketAddr;

@@ -8,7 +8,7 @@ use crate::error::{AllocError, SharingConflict};
 use crate::pools::{Location, PoolStats, PoolTable, PoolsReport};
 use crate::range::{Family, PerFamily};
 use crate::request::{
-    FamilyPolicy, Need, PoolChoice, Request, ServiceKey, Sharing, sharing_conflict,
+    FamilyPolicy, Holder, Need, PoolChoice, Request, ServiceKey, Sharing, sharing_conflict,
 };
 use crate::spec::{PoolName, PoolSpec};
 
@@ -95,7 +95,7 @@ pub enum MoveReason {
     /// Another holder of the address and this service can no longer share it.
     SharingConflict {
         /// The other holder.
-        holder: ServiceKey,
+        holder: Holder,
         /// Why they cannot share.
         reason: SharingConflict,
     },
@@ -140,8 +140,11 @@ impl fmt::Display for MoveReason {
 pub struct Allocator {
     pools: PoolTable,
     /// Every held address with its holders (more than one only when shared).
-    holders: BTreeMap<IpAddr, BTreeSet<ServiceKey>>,
+    holders: BTreeMap<IpAddr, BTreeSet<Holder>>,
     services: BTreeMap<ServiceKey, Allocation>,
+    /// Release holds ([`Holder::Releasing`]) by service and address, with the consent to share
+    /// they hold their address under.
+    releasing: BTreeMap<ServiceKey, BTreeMap<IpAddr, Option<Sharing>>>,
     /// Sharing key -> addresses held under it, for sharing by key.
     shared: BTreeMap<String, BTreeSet<IpAddr>>,
 }
@@ -186,8 +189,40 @@ impl Allocator {
     /// preferred pool (priority, then name), preferring the pool of the service's other-family
     /// address. Replaced and dropped addresses are listed in `moved`.
     ///
+    /// What the service is releasing itself (its release holds, see [`Allocator::hold_release`])
+    /// is free to it: it may get back the very address its status still shows. What it does not
+    /// get back stays held.
+    ///
     /// On error nothing changes: the service keeps what it held.
     pub fn assign(&mut self, req: &Request) -> Result<Allocation, AllocError> {
+        let Some(own) = self.releasing.remove(&req.service) else {
+            return self.assign_unheld(req);
+        };
+        for (&ip, sharing) in &own {
+            let holder = Holder::Releasing {
+                service: req.service.clone(),
+                ip,
+            };
+            self.detach(ip, &holder, sharing.as_ref());
+        }
+        let result = self.assign_unheld(req);
+        let now: Vec<IpAddr> = self
+            .services
+            .get(&req.service)
+            .map(|allocation| allocation.ips().collect())
+            .unwrap_or_default();
+        // Held again as before: `assign` changed only what this service holds, so the other
+        // holders of each address are the ones the hold shared it with a moment ago.
+        for (ip, sharing) in own {
+            if !now.contains(&ip) {
+                self.attach_release(req.service.clone(), ip, sharing);
+            }
+        }
+        result
+    }
+
+    /// [`Allocator::assign`] once the service's own release holds are out of the way.
+    fn assign_unheld(&mut self, req: &Request) -> Result<Allocation, AllocError> {
         if let PoolChoice::Named(name) = &req.pool
             && self.pools.get(name).is_none()
         {
@@ -290,12 +325,66 @@ impl Allocator {
             return Err(AllocError::NothingToRestore(service));
         }
         let addrs = one_per_family(&addrs)?;
+        let me = Holder::Service(service.clone());
         for ip in Family::ALL.into_iter().filter_map(|family| addrs[family]) {
-            if let Some((holder, reason)) = self.conflict(ip, &service, sharing.as_ref()) {
+            if let Some((holder, reason)) = self.conflict(ip, &me, sharing.as_ref()) {
                 return Err(conflict_error(ip, holder, reason));
             }
         }
         Ok(self.commit(service, [addrs[Family::V4], addrs[Family::V6]], sharing))
+    }
+
+    /// Holds `ip`, just released by `service`, from every other service until `service`'s
+    /// status stops showing it ([`Holder::Releasing`]); [`Allocator::free_releases`] ends it.
+    /// `sharing` is the consent to share the service held it under, so the services it shared
+    /// the address with keep sharing it. Holding it again replaces the earlier hold. Refused,
+    /// recording nothing, if another holder of `ip` cannot share it under `sharing`.
+    pub fn hold_release(
+        &mut self,
+        service: &ServiceKey,
+        ip: IpAddr,
+        sharing: Option<Sharing>,
+    ) -> Result<(), AllocError> {
+        let me = Holder::Releasing {
+            service: service.clone(),
+            ip,
+        };
+        if let Some((holder, reason)) = self.conflict(ip, &me, sharing.as_ref()) {
+            return Err(conflict_error(ip, holder, reason));
+        }
+        if let Some(old) = self
+            .releasing
+            .get_mut(service)
+            .and_then(|held| held.remove(&ip))
+        {
+            self.detach(ip, &me, old.as_ref());
+        }
+        self.attach_release(service.clone(), ip, sharing);
+        Ok(())
+    }
+
+    /// Ends every release hold of `service` (its status no longer shows what it released) and
+    /// returns the addresses, in address order.
+    pub fn free_releases(&mut self, service: &ServiceKey) -> Vec<IpAddr> {
+        let Some(held) = self.releasing.remove(service) else {
+            return Vec::new();
+        };
+        for (&ip, sharing) in &held {
+            let holder = Holder::Releasing {
+                service: service.clone(),
+                ip,
+            };
+            self.detach(ip, &holder, sharing.as_ref());
+        }
+        held.into_keys().collect()
+    }
+
+    /// The addresses held for `service`'s releases, in address order.
+    pub fn releases(&self, service: &ServiceKey) -> impl Iterator<Item = IpAddr> + '_ {
+        self.releasing
+            .get(service)
+            .into_iter()
+            .flat_map(|held| held.keys().copied())
     }
 
     /// Releases everything `service` holds and returns the addresses, IPv4 first.
@@ -304,8 +393,9 @@ impl Allocator {
             return Vec::new();
         };
         let ips: Vec<IpAddr> = old.ips().collect();
+        let holder = Holder::Service(service.clone());
         for &ip in &ips {
-            self.detach(ip, service, old.sharing.as_ref());
+            self.detach(ip, &holder, old.sharing.as_ref());
         }
         ips
     }
@@ -350,8 +440,8 @@ impl Allocator {
         self.pools.get(name).map(|pool| pool.stats())
     }
 
-    /// The services holding `ip`, in key order.
-    pub fn holders(&self, ip: IpAddr) -> impl Iterator<Item = &ServiceKey> {
+    /// The holders of `ip`, in order (by service, each service before its release holds).
+    pub fn holders(&self, ip: IpAddr) -> impl Iterator<Item = &Holder> {
         self.holders.get(&ip).into_iter().flatten()
     }
 
@@ -383,7 +473,11 @@ impl Allocator {
                 }
             }
         }
-        match self.conflict(ip, &req.service, req.sharing.as_ref()) {
+        match self.conflict(
+            ip,
+            &Holder::Service(req.service.clone()),
+            req.sharing.as_ref(),
+        ) {
             Some((holder, reason)) => Err(MoveReason::SharingConflict { holder, reason }),
             None => Ok(()),
         }
@@ -408,7 +502,11 @@ impl Allocator {
                 }
             }
         }
-        match self.conflict(ip, &req.service, req.sharing.as_ref()) {
+        match self.conflict(
+            ip,
+            &Holder::Service(req.service.clone()),
+            req.sharing.as_ref(),
+        ) {
             Some((holder, reason)) => Err(conflict_error(ip, holder, reason)),
             None => Ok(()),
         }
@@ -473,6 +571,7 @@ impl Allocator {
     /// The address of `family` held under `sharing`'s key that `req` may use and share, from the
     /// most preferred pool, lowest first. Linear in the addresses under that key only.
     fn shared_candidate(&self, req: &Request, sharing: &Sharing, family: Family) -> Option<IpAddr> {
+        let me = Holder::Service(req.service.clone());
         self.shared
             .get(sharing.key())?
             .iter()
@@ -486,28 +585,53 @@ impl Allocator {
                 }
                 Location::Pool(_) | Location::Avoided(_) | Location::Outside => None,
             })
-            .filter(|&(_, ip)| self.conflict(ip, &req.service, Some(sharing)).is_none())
+            .filter(|&(_, ip)| self.conflict(ip, &me, Some(sharing)).is_none())
             .min()
             .map(|(_, ip)| ip)
     }
 
-    /// The first holder of `ip` other than `service` that a service with `sharing` cannot share
-    /// it with, and why.
+    /// The first holder of `ip` other than `me` that `me`, with `sharing`, cannot share it
+    /// with, and why.
     fn conflict(
         &self,
         ip: IpAddr,
-        service: &ServiceKey,
+        me: &Holder,
         sharing: Option<&Sharing>,
-    ) -> Option<(ServiceKey, SharingConflict)> {
+    ) -> Option<(Holder, SharingConflict)> {
         self.holders(ip)
-            .filter(|&holder| holder != service)
+            .filter(|&holder| holder != me)
             .find_map(|holder| {
-                let theirs = self
-                    .services
-                    .get(holder)
-                    .and_then(|allocation| allocation.sharing.as_ref());
-                sharing_conflict(sharing, theirs).map(|reason| (holder.clone(), reason))
+                sharing_conflict(sharing, self.sharing_of(holder))
+                    .map(|reason| (holder.clone(), reason))
             })
+    }
+
+    /// The consent to share `holder` holds its addresses under.
+    fn sharing_of(&self, holder: &Holder) -> Option<&Sharing> {
+        match holder {
+            Holder::Service(service) => self
+                .services
+                .get(service)
+                .and_then(|allocation| allocation.sharing.as_ref()),
+            Holder::Releasing { service, ip } => self
+                .releasing
+                .get(service)
+                .and_then(|held| held.get(ip))
+                .and_then(Option::as_ref),
+        }
+    }
+
+    /// Records the release hold of `ip` for `service` under `sharing` (no check).
+    fn attach_release(&mut self, service: ServiceKey, ip: IpAddr, sharing: Option<Sharing>) {
+        let holder = Holder::Releasing {
+            service: service.clone(),
+            ip,
+        };
+        self.attach(ip, &holder, sharing.as_ref());
+        self.releasing
+            .entry(service)
+            .or_default()
+            .insert(ip, sharing);
     }
 
     /// Replaces what `service` holds with `addrs` (IPv4, IPv6) under `sharing`; returns the
@@ -530,25 +654,26 @@ impl Allocator {
             sharing,
             moved: None,
         };
+        let holder = Holder::Service(service.clone());
         // Store first: `detach` must see the other holders' records, never this service's old one.
-        if let Some(old) = self.services.insert(service.clone(), allocation.clone()) {
+        if let Some(old) = self.services.insert(service, allocation.clone()) {
             for ip in old.ips() {
-                self.detach(ip, &service, old.sharing.as_ref());
+                self.detach(ip, &holder, old.sharing.as_ref());
             }
         }
         for ip in addrs.into_iter().flatten() {
-            self.attach(ip, &service, allocation.sharing.as_ref());
+            self.attach(ip, &holder, allocation.sharing.as_ref());
         }
         allocation
     }
 
-    /// Adds `service` to the holders of `ip`; the first holder takes it from its pool.
-    fn attach(&mut self, ip: IpAddr, service: &ServiceKey, sharing: Option<&Sharing>) {
+    /// Adds `holder` to the holders of `ip`; the first holder takes it from its pool.
+    fn attach(&mut self, ip: IpAddr, holder: &Holder, sharing: Option<&Sharing>) {
         let holders = self.holders.entry(ip).or_default();
         if holders.is_empty() {
             self.pools.take(ip);
         }
-        holders.insert(service.clone());
+        holders.insert(holder.clone());
         if let Some(sharing) = sharing {
             self.shared
                 .entry(sharing.key().to_owned())
@@ -557,13 +682,13 @@ impl Allocator {
         }
     }
 
-    /// Removes `service` from the holders of `ip`; the last holder gives it back to its pool.
-    /// `service`'s record in `services` is not consulted (it is gone or already replaced).
-    fn detach(&mut self, ip: IpAddr, service: &ServiceKey, sharing: Option<&Sharing>) {
+    /// Removes `holder` from the holders of `ip`; the last holder gives it back to its pool.
+    /// `holder`'s record is not consulted (it is gone or already replaced).
+    fn detach(&mut self, ip: IpAddr, holder: &Holder, sharing: Option<&Sharing>) {
         let Some(holders) = self.holders.get_mut(&ip) else {
             return;
         };
-        holders.remove(service);
+        holders.remove(holder);
         if holders.is_empty() {
             self.holders.remove(&ip);
             self.pools.give_back(ip);
@@ -572,9 +697,7 @@ impl Allocator {
             return;
         };
         let key_still_held = self.holders(ip).any(|holder| {
-            self.services
-                .get(holder)
-                .and_then(|allocation| allocation.sharing.as_ref())
+            self.sharing_of(holder)
                 .is_some_and(|theirs| theirs.key() == sharing.key())
         });
         if !key_still_held && let Some(ips) = self.shared.get_mut(sharing.key()) {
@@ -606,7 +729,7 @@ fn one_per_family(addrs: &[IpAddr]) -> Result<PerFamily<Option<IpAddr>>, AllocEr
 }
 
 /// The error for a service that may not hold `ip` because of `holder`.
-fn conflict_error(ip: IpAddr, holder: ServiceKey, reason: SharingConflict) -> AllocError {
+fn conflict_error(ip: IpAddr, holder: Holder, reason: SharingConflict) -> AllocError {
     match reason {
         SharingConflict::RequesterNotSharing => AllocError::RequestedInUse { ip, holder },
         reason => AllocError::SharingConflict { ip, holder, reason },

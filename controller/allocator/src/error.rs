@@ -9,7 +9,7 @@ use thiserror::Error;
 pub use ferrolb_model::SpecError;
 use ferrolb_model::{Family, PoolName};
 
-use crate::request::{FamilyPolicy, Protocol, ServiceKey};
+use crate::request::{FamilyPolicy, Holder, Protocol, ServiceKey};
 
 /// Why one service may not hold an address that another service holds. Two services may hold one
 /// address only if both share it, with the same key and backend, on disjoint ports.
@@ -84,16 +84,16 @@ pub enum AllocError {
     RequestedInUse {
         /// The address.
         ip: IpAddr,
-        /// A service holding it.
-        holder: ServiceKey,
+        /// A service (or a service's release) holding it.
+        holder: Holder,
     },
     /// An address is held by a service it cannot be shared with.
     #[error("address {ip} cannot be shared with service {holder}: {reason}")]
     SharingConflict {
         /// The address.
         ip: IpAddr,
-        /// The service it cannot be shared with.
-        holder: ServiceKey,
+        /// The service (or a service's release) it cannot be shared with.
+        holder: Holder,
         /// Why.
         reason: SharingConflict,
     },

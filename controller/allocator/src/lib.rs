@@ -37,5 +37,5 @@ pub use allocator::{Allocation, Allocator, Assigned, MoveReason, Moved};
 pub use error::{AllocError, SharingConflict, SpecError};
 pub use pools::{FamilyStats, Overlap, PoolStats, PoolsReport};
 pub use range::{Family, IpRange};
-pub use request::{FamilyPolicy, PoolChoice, Protocol, Request, ServiceKey, Sharing};
+pub use request::{FamilyPolicy, Holder, PoolChoice, Protocol, Request, ServiceKey, Sharing};
 pub use spec::{PoolName, PoolSpec};

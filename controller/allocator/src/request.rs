@@ -18,17 +18,6 @@ impl ServiceKey {
         ServiceKey(format!("{namespace}/{name}"))
     }
 
-    /// A holder that is no Service: `ip`, just released by `service`, kept from every other
-    /// service until `service`'s status stops showing it (the caller releases this key then). Its
-    /// text names both, for messages such as "already used by …"; it cannot equal the key of a
-    /// Service.
-    pub fn releasing(service: &ServiceKey, ip: IpAddr) -> ServiceKey {
-        ServiceKey(format!(
-            "{} (which released {ip}; its status still shows it)",
-            service.0
-        ))
-    }
-
     /// The key as text, `namespace/name`.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -38,6 +27,77 @@ impl ServiceKey {
 impl fmt::Display for ServiceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Who holds an address: a service, or a service's release that its status still shows.
+///
+/// A release hold keeps `ip`, just released by `service`, from every other service until
+/// `service`'s status stops showing it (the caller frees it then, see
+/// [`Allocator::free_releases`](crate::Allocator::free_releases)): without it another service
+/// could get the address while the releasing service's status still shows it, and two statuses
+/// would show one address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Holder {
+    /// A service holding the address for itself.
+    Service(ServiceKey),
+    /// `ip`, released by `service` and held until its status stops showing it.
+    Releasing {
+        /// The service that released it.
+        service: ServiceKey,
+        /// The address.
+        ip: IpAddr,
+    },
+}
+
+impl Holder {
+    /// The service this holder belongs to.
+    pub fn service(&self) -> &ServiceKey {
+        match self {
+            Holder::Service(service) | Holder::Releasing { service, .. } => service,
+        }
+    }
+
+    /// Ordering key: by service, the service itself before its release holds. This is the order
+    /// of the holders' texts (a service's key is a prefix of its release holds' texts, and no
+    /// character of a Kubernetes name sorts before the space that follows it), so the holder
+    /// that messages name first is the same as when release holds were keys of their own.
+    fn rank(&self) -> (&ServiceKey, Option<IpAddr>) {
+        match self {
+            Holder::Service(service) => (service, None),
+            Holder::Releasing { service, ip } => (service, Some(*ip)),
+        }
+    }
+}
+
+impl Ord for Holder {
+    fn cmp(&self, other: &Holder) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
+impl PartialOrd for Holder {
+    fn partial_cmp(&self, other: &Holder) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl From<ServiceKey> for Holder {
+    fn from(service: ServiceKey) -> Holder {
+        Holder::Service(service)
+    }
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Holder::Service(service) => write!(f, "{service}"),
+            // Names both, for messages such as "already used by …".
+            Holder::Releasing { service, ip } => write!(
+                f,
+                "{service} (which released {ip}; its status still shows it)"
+            ),
+        }
     }
 }
 

@@ -276,7 +276,7 @@ impl Model {
         }
         let held = self.held();
         for (&ip, holders) in &held {
-            let got: BTreeSet<ServiceKey> = a.holders(ip).cloned().collect();
+            let got: BTreeSet<ServiceKey> = a.holders(ip).map(|h| h.service().clone()).collect();
             prop_assert_eq!(&got, holders, "holders of {}", ip);
             // Never two services on one address unless both share it compatibly.
             let sharings: Vec<Option<&Sharing>> = holders
@@ -464,5 +464,39 @@ proptest! {
         let after: Vec<Option<PoolStats>> = NAMES.iter().map(|n| a.pool_stats(&(*n).into())).collect();
         prop_assert_eq!(stats, after);
         prop_assert_eq!(a, before);
+    }
+
+    /// A release hold keeps what a service released from every service that could not have
+    /// shared it with that service, and freeing the hold restores the exact state of the release.
+    #[test]
+    fn a_release_hold_keeps_its_addresses_until_freed(
+        ops in ops(30),
+        index in 0..SERVICES,
+        req in request(),
+    ) {
+        let (mut a, _) = run(&ops)?;
+        let key = service(index);
+        let sharing = a.allocation(&key).and_then(|held| held.sharing.clone());
+        let released = a.release(&key);
+        let after_release = a.clone();
+        for &ip in &released {
+            // Whoever holds it shared it with this service: the hold is never refused.
+            prop_assert_eq!(a.hold_release(&key, ip, sharing.clone()), Ok(()));
+        }
+        check_invariants(&a);
+        prop_assert_eq!(a.releases(&key).collect::<BTreeSet<_>>(), released.iter().copied().collect());
+        let other = Request { service: ServiceKey::new("ns", "fresh"), ..req };
+        if let Ok(got) = a.assign(&other) {
+            for ip in got.ips().filter(|ip| released.contains(ip)) {
+                prop_assert_eq!(
+                    sharing_conflict(other.sharing.as_ref(), sharing.as_ref()),
+                    None,
+                    "{} got {}, held for {}", other.service, ip, key
+                );
+            }
+            a.release(&other.service);
+        }
+        prop_assert_eq!(a.free_releases(&key).len(), released.len());
+        prop_assert_eq!(a, after_release);
     }
 }

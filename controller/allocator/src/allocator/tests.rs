@@ -113,11 +113,23 @@ pub(super) fn check_invariants(a: &Allocator) {
                 pool.name()
             );
         }
-        let list: Vec<&ServiceKey> = holders.iter().collect();
+        let list: Vec<&Holder> = holders.iter().collect();
+        for holder in &list {
+            match holder {
+                Holder::Service(service) => assert!(
+                    a.services[service].ips().any(|held| held == ip),
+                    "{service} is a holder of {ip} without holding it"
+                ),
+                Holder::Releasing { service, ip: held } => assert!(
+                    *held == ip && a.releasing[service].contains_key(held),
+                    "{holder} is a holder of {ip} without holding it"
+                ),
+            }
+        }
         for (i, first) in list.iter().enumerate() {
             for second in &list[i + 1..] {
-                let s1 = a.services[*first].sharing.as_ref();
-                let s2 = a.services[*second].sharing.as_ref();
+                let s1 = a.sharing_of(first);
+                let s2 = a.sharing_of(second);
                 assert_eq!(
                     sharing_conflict(s1, s2),
                     None,
@@ -160,10 +172,27 @@ pub(super) fn check_invariants(a: &Allocator) {
         for ip in allocation.ips() {
             entries += 1;
             assert!(
-                a.holders[&ip].contains(service),
+                a.holders[&ip].contains(&Holder::Service(service.clone())),
                 "{service} not holder of {ip}"
             );
             if let Some(s) = &allocation.sharing {
+                assert!(a.shared[s.key()].contains(&ip), "{ip} not indexed");
+            }
+        }
+    }
+    for (service, held) in &a.releasing {
+        assert!(!held.is_empty(), "{service} has an empty release map");
+        for (&ip, sharing) in held {
+            entries += 1;
+            let holder = Holder::Releasing {
+                service: service.clone(),
+                ip,
+            };
+            assert!(
+                a.holders[&ip].contains(&holder),
+                "{holder} not holder of {ip}"
+            );
+            if let Some(s) = sharing {
                 assert!(a.shared[s.key()].contains(&ip), "{ip} not indexed");
             }
         }
@@ -176,10 +205,8 @@ pub(super) fn check_invariants(a: &Allocator) {
         assert!(!addrs.is_empty());
         for ip in addrs {
             assert!(
-                a.holders(*ip).any(|h| a.services[h]
-                    .sharing
-                    .as_ref()
-                    .is_some_and(|s| s.key() == key)),
+                a.holders(*ip)
+                    .any(|h| a.sharing_of(h).is_some_and(|s| s.key() == key)),
                 "{ip} indexed under {key} without such holder"
             );
         }
@@ -249,7 +276,7 @@ fn errors_and_bad_input_changes_nothing() {
             asking(&["192.0.2.32"], req("victim")),
             AllocError::RequestedInUse {
                 ip: ip("192.0.2.32"),
-                holder: svc("holder"),
+                holder: Holder::Service(svc("holder")),
             },
         ),
         (
@@ -259,7 +286,7 @@ fn errors_and_bad_input_changes_nothing() {
             ),
             AllocError::SharingConflict {
                 ip: ip("192.0.2.17"),
-                holder: svc("sharer"),
+                holder: Holder::Service(svc("sharer")),
                 reason: SharingConflict::PortsOverlap {
                     protocol: Protocol::Tcp,
                     port: 80,
@@ -273,7 +300,7 @@ fn errors_and_bad_input_changes_nothing() {
             ),
             AllocError::SharingConflict {
                 ip: ip("192.0.2.32"),
-                holder: svc("holder"),
+                holder: Holder::Service(svc("holder")),
                 reason: SharingConflict::HolderNotSharing,
             },
         ),
@@ -387,7 +414,7 @@ fn error_messages_are_actionable() {
         (
             AllocError::SharingConflict {
                 ip: ip("192.0.2.1"),
-                holder: svc("a"),
+                holder: Holder::Service(svc("a")),
                 reason: SharingConflict::PortsOverlap {
                     protocol: Protocol::Udp,
                     port: 53,
@@ -777,7 +804,7 @@ fn addresses_held_outside_pools_are_never_handed_out_twice() {
         a.restore(svc("dup"), vec![ip("192.0.2.9")], None),
         Err(AllocError::RequestedInUse {
             ip: ip("192.0.2.9"),
-            holder: svc("old")
+            holder: Holder::Service(svc("old"))
         })
     );
     assert_eq!(a, before);
@@ -834,7 +861,7 @@ fn sharing_by_key() {
     }
     assert_eq!(
         a.holders(ip("192.0.2.0")).collect::<Vec<_>>(),
-        [&svc("tls"), &svc("web")]
+        [&Holder::Service(svc("tls")), &Holder::Service(svc("web"))]
     );
     let stats = a.pool_stats(&"p".into()).unwrap();
     assert_eq!((stats.v4.assigned, stats.v4.available), (5, 3));
@@ -849,7 +876,7 @@ fn sharing_by_key() {
         [(
             ip("192.0.2.0"),
             MoveReason::SharingConflict {
-                holder: svc("web"),
+                holder: Holder::Service(svc("web")),
                 reason: SharingConflict::PortsOverlap {
                     protocol: Protocol::Tcp,
                     port: 80
@@ -871,7 +898,7 @@ fn sharing_by_key() {
     assert_eq!(a.release(&svc("web")), [ip("192.0.2.0")]);
     assert_eq!(
         a.holders(ip("192.0.2.0")).collect::<Vec<_>>(),
-        [&svc("ssh")]
+        [&Holder::Service(svc("ssh"))]
     );
     let before = a.pool_stats(&"p".into()).unwrap().v4;
     assert_eq!(a.release(&svc("ssh")), [ip("192.0.2.0")]);
@@ -956,31 +983,50 @@ fn release_stranded_keeps_what_is_still_in_a_pool() {
 }
 
 #[test]
-fn a_releasing_holder_keeps_the_address_from_others_until_released() {
+fn a_release_hold_keeps_the_address_from_others_until_freed() {
     let mut a = alloc(vec![pool("p", &["192.0.2.0/30"])]);
     assert_eq!(ips(&a.assign(&req("s")).unwrap()), [ip("192.0.2.0")]);
     // The caller released it from "s" and keeps it until s's status stops showing it.
     let released = a.release(&svc("s"));
-    let holder = ServiceKey::releasing(&svc("s"), released[0]);
-    a.restore(holder.clone(), released, None).unwrap();
+    a.hold_release(&svc("s"), released[0], None).unwrap();
     check_invariants(&a);
     assert_eq!(a.pool_stats(&"p".into()).unwrap().v4.assigned, 1);
-    // Another service gets the next address; one that asks for it is told who has it.
+    assert_eq!(a.releases(&svc("s")).collect::<Vec<_>>(), [ip("192.0.2.0")]);
+    let hold = Holder::Releasing {
+        service: svc("s"),
+        ip: ip("192.0.2.0"),
+    };
+    assert_eq!(a.holders(ip("192.0.2.0")).collect::<Vec<_>>(), [&hold]);
+    // Another service gets the next address; one that asks for it is told who has it, in the
+    // words users have always seen.
     assert_eq!(ips(&a.assign(&req("t")).unwrap()), [ip("192.0.2.1")]);
     let err = a.assign(&asking(&["192.0.2.0"], req("u"))).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("ns/s (which released 192.0.2.0; its status still shows it)"),
-        "{err}"
+    assert_eq!(
+        err,
+        AllocError::RequestedInUse {
+            ip: ip("192.0.2.0"),
+            holder: hold.clone(),
+        }
     );
-    // Released: free for whoever asks.
-    a.release(&holder);
+    assert_eq!(
+        err.to_string(),
+        "address 192.0.2.0 is already used by service ns/s (which released 192.0.2.0; its status \
+         still shows it); choose another address, or give both services the same sharing key"
+    );
+    // Holding it again is idempotent.
+    a.hold_release(&svc("s"), ip("192.0.2.0"), None).unwrap();
+    check_invariants(&a);
+    assert_eq!(a.pool_stats(&"p".into()).unwrap().v4.assigned, 2);
+    // Freed: free for whoever asks, and nothing is left to free.
+    assert_eq!(a.free_releases(&svc("s")), [ip("192.0.2.0")]);
+    assert_eq!(a.free_releases(&svc("s")), Vec::<IpAddr>::new());
+    assert_eq!(a.releases(&svc("s")).count(), 0);
     assert_eq!(ips(&a.assign(&req("u")).unwrap()), [ip("192.0.2.0")]);
     check_invariants(&a);
 }
 
 #[test]
-fn a_releasing_holder_of_a_shared_address_shares_it_as_the_service_did() {
+fn a_release_hold_of_a_shared_address_shares_it_as_the_service_did() {
     let mut a = alloc(vec![pool("p", &["192.0.2.0/30"])]);
     let web_sharing = sharing("k", &[80], "");
     let web = a
@@ -995,12 +1041,15 @@ fn a_releasing_holder_of_a_shared_address_shares_it_as_the_service_did() {
     let stored = a.allocation(&svc("web")).unwrap().sharing.clone();
     assert_eq!(stored, Some(web_sharing));
     a.release(&svc("web"));
-    let holder = ServiceKey::releasing(&svc("web"), shared);
-    a.restore(holder.clone(), vec![shared], stored).unwrap();
+    a.hold_release(&svc("web"), shared, stored).unwrap();
     check_invariants(&a);
+    let hold = Holder::Releasing {
+        service: svc("web"),
+        ip: shared,
+    };
     // "tls" leaves: the address stays held for web's status all the same.
     a.release(&svc("tls"));
-    assert_eq!(a.holders(shared).collect::<Vec<_>>(), [&holder]);
+    assert_eq!(a.holders(shared).collect::<Vec<_>>(), [&hold]);
     assert_ne!(ips(&a.assign(&req("alone")).unwrap()), [shared]);
     // A Service that could have shared with web may still share; one on web's port may not.
     assert_eq!(
@@ -1016,4 +1065,63 @@ fn a_releasing_holder_of_a_shared_address_shares_it_as_the_service_did() {
         [shared]
     );
     check_invariants(&a);
+    // A hold is refused when a holder cannot share with it, and then records nothing.
+    let before = a.clone();
+    assert_eq!(
+        a.hold_release(&svc("x"), shared, None),
+        Err(AllocError::RequestedInUse {
+            ip: shared,
+            holder: Holder::Service(svc("more")),
+        })
+    );
+    assert_eq!(a, before);
+}
+
+#[test]
+fn a_service_may_get_back_what_it_is_releasing_itself() {
+    let mut a = alloc(vec![pool("p", &["192.0.2.0/30"])]);
+    assert_eq!(ips(&a.assign(&req("s")).unwrap()), [ip("192.0.2.0")]);
+    a.release(&svc("s"));
+    a.hold_release(&svc("s"), ip("192.0.2.0"), None).unwrap();
+    // Others may not have it ...
+    assert_eq!(ips(&a.assign(&req("t")).unwrap()), [ip("192.0.2.1")]);
+    // ... "s" may: its own hold is free to it, and ends as it gets the address back.
+    assert_eq!(
+        ips(&a.assign(&asking(&["192.0.2.0"], req("s"))).unwrap()),
+        [ip("192.0.2.0")]
+    );
+    assert_eq!(a.releases(&svc("s")).count(), 0);
+    assert_eq!(
+        a.holders(ip("192.0.2.0")).collect::<Vec<_>>(),
+        [&Holder::Service(svc("s"))]
+    );
+    check_invariants(&a);
+    // What it does not get back stays held: "s" moves to another requested address.
+    a.release(&svc("s"));
+    a.hold_release(&svc("s"), ip("192.0.2.0"), None).unwrap();
+    assert_eq!(
+        ips(&a.assign(&asking(&["192.0.2.2"], req("s"))).unwrap()),
+        [ip("192.0.2.2")]
+    );
+    assert_eq!(a.releases(&svc("s")).collect::<Vec<_>>(), [ip("192.0.2.0")]);
+    check_invariants(&a);
+    // A refused request changes nothing, the hold included.
+    let before = a.clone();
+    assert!(a.assign(&asking(&["192.0.2.1"], req("s"))).is_err());
+    assert_eq!(a, before);
+    // Holders are ordered by service, each before its release holds, as their texts sort.
+    let mut order = [
+        Holder::Service(svc("s-b")),
+        Holder::Releasing {
+            service: svc("s"),
+            ip: ip("192.0.2.9"),
+        },
+        Holder::Service(svc("s")),
+    ];
+    order.sort();
+    let texts: Vec<String> = order.iter().map(ToString::to_string).collect();
+    let mut sorted = texts.clone();
+    sorted.sort();
+    assert_eq!(texts, sorted);
+    assert_eq!(order[0], Holder::Service(svc("s")));
 }
