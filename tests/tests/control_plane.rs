@@ -1,0 +1,285 @@
+//! The control-plane VIP in the lab: `ferrolb-speaker control-plane` in every node namespace, a
+//! Raft group over the segment, each node's health URL pointing at "its" API server.
+//!
+//! Gap (issue 10): the nodes do not run a kube-apiserver each yet. The lab's one real
+//! kube-apiserver (with its etcd, in the `api` namespace) is reached by every node through a relay
+//! on the node's own 127.0.0.1:6443 (`ferrolb-lab forward`), so the speaker checks a real
+//! `/readyz` over TLS with the real cluster CA; killing a node's relay is that node's API server
+//! failing. The client measures with the lab's probe loop (TCP to VIP:80, answered by the
+//! holder's backend) and sees who answers ARP with `arping`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferrolb_lab::cmd;
+use ferrolb_lab::daemons::binary;
+use ferrolb_lab::netns::{API_V4, BACKEND_PORT, Lab, LabConfig, Port};
+use ferrolb_lab::observe::tcp_get;
+use ferrolb_lab::probe::{longest_outage_ms, parse_records};
+use ferrolb_lab::speakers::{answering, index_of, start_probe};
+use ferrolb_lab::{KubeEnv, LabChild};
+
+/// The control-plane VIP: on-link, outside the service VIP range the nodes treat as local.
+const VIP: &str = "192.0.2.60";
+const PEER_PORT: u16 = 7480;
+const WAIT: Duration = Duration::from_secs(30);
+
+fn vip() -> IpAddr {
+    VIP.parse().unwrap()
+}
+
+struct Group {
+    lab: Lab,
+    env: KubeEnv,
+    nodes: usize,
+    key: PathBuf,
+    speakers: Vec<Option<LabChild>>,
+    relays: Vec<Option<LabChild>>,
+}
+
+impl Group {
+    fn start(nodes: usize) -> Group {
+        let lab = Lab::new(LabConfig {
+            nodes,
+            backends: true,
+        })
+        .unwrap();
+        let env = KubeEnv::start(&lab).unwrap();
+        let key = lab.dir().join("control-plane.key");
+        std::fs::write(&key, "5a".repeat(32)).unwrap();
+        let mut g = Group {
+            lab,
+            env,
+            nodes,
+            key,
+            speakers: Vec::new(),
+            relays: Vec::new(),
+        };
+        for i in 1..=nodes {
+            let r = g.start_relay(i);
+            g.relays.push(Some(r));
+        }
+        for i in 1..=nodes {
+            let s = g.start_speaker(i);
+            g.speakers.push(Some(s));
+        }
+        g
+    }
+
+    fn start_relay(&self, i: usize) -> LabChild {
+        let bin = ferrolb_lab::lab_binary().to_string_lossy().into_owned();
+        let to = SocketAddr::new(API_V4.into(), ferrolb_lab::kube_env::API_PORT).to_string();
+        let child = self
+            .lab
+            .spawn(
+                Port::Node(i),
+                &format!("apiserver-relay-{i}"),
+                &[&bin, "forward", "--listen", "127.0.0.1:6443", "--to", &to],
+            )
+            .unwrap();
+        let ns = self.lab.netns(Port::Node(i));
+        cmd::wait_for(
+            "relay listening",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || {
+                let out = cmd::run(&["ip", "netns", "exec", &ns, "ss", "-Htln"]).ok()?;
+                out.contains("127.0.0.1:6443").then_some(())
+            },
+        )
+        .unwrap();
+        child
+    }
+
+    fn start_speaker(&self, i: usize) -> LabChild {
+        let bin = binary("ferrolb-speaker")
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let peers: Vec<String> = (1..=self.nodes)
+            .map(|n| format!("{n}={}:{PEER_PORT}", Port::Node(n).v4()))
+            .collect();
+        let peers = peers.join(",");
+        let data = self.lab.dir().join(format!("cp-data-{i}"));
+        let data = data.to_string_lossy().into_owned();
+        let ca = self.env.ca_path().to_string_lossy().into_owned();
+        let key = self.key.to_string_lossy().into_owned();
+        let id = i.to_string();
+        self.lab
+            .spawn(
+                Port::Node(i),
+                &format!("cp-speaker-{i}"),
+                &[
+                    &bin,
+                    "control-plane",
+                    "--vip",
+                    VIP,
+                    "--interface",
+                    "eth0",
+                    "--id",
+                    &id,
+                    "--peers",
+                    &peers,
+                    "--health-url",
+                    "https://127.0.0.1:6443/readyz",
+                    "--health-ca",
+                    &ca,
+                    "--data-dir",
+                    &data,
+                    "--key-file",
+                    &key,
+                    "--log-level",
+                    "info,ferrolb_speaker=debug",
+                ],
+            )
+            .unwrap()
+    }
+
+    /// Nodes with the VIP on their `eth0`.
+    fn holders(&self) -> Vec<usize> {
+        (1..=self.nodes)
+            .filter(|i| {
+                self.lab
+                    .exec(Port::Node(*i), &["ip", "-o", "addr", "show", "dev", "eth0"])
+                    .is_ok_and(|out| out.contains(&format!(" {VIP}/32 ")))
+            })
+            .collect()
+    }
+
+    /// Waits until exactly one node, not `not`, holds the VIP.
+    fn wait_holder(&self, not: Option<usize>) -> usize {
+        cmd::wait_for("one VIP holder", WAIT, Duration::from_millis(50), || {
+            match self.holders().as_slice() {
+                [one] if Some(*one) != not => Some(*one),
+                _ => None,
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}\nholders {:?}\n{}", self.holders(), self.logs()))
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for s in self.speakers.iter().flatten() {
+            out.push_str(&format!("==== {} ====\n", s.name()));
+            let text = s.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            for l in &lines[lines.len().saturating_sub(40)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Runs the client's probe loop against VIP:80 for `count` × 50 ms while `fault` happens after
+    /// one second; returns the outage in ms and the node answering at the end.
+    fn measure(&self, count: u32, fault: impl FnOnce()) -> (Option<u128>, usize) {
+        let target = SocketAddr::new(vip(), BACKEND_PORT);
+        let mut p = start_probe(&self.lab, target, count, 50, 200).unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        fault();
+        assert!(p.wait_timeout(Duration::from_secs(60)).unwrap().is_some());
+        let records = parse_records(&p.log_text());
+        let last = records.last().unwrap();
+        assert!(last.ok(), "no recovery: {records:?}\n{}", self.logs());
+        (
+            longest_outage_ms(&records),
+            index_of(last.node.as_deref().unwrap()),
+        )
+    }
+}
+
+#[test]
+fn three_nodes_one_holder_and_failover_on_link_loss_and_on_api_server_failure() {
+    let mut g = Group::start(3);
+    let holder = g.wait_holder(None);
+
+    // Exactly one MAC answers for the VIP, and it is the holder's; TCP reaches its backend.
+    assert_eq!(
+        answering(&g.lab, vip()).unwrap(),
+        vec![holder],
+        "{}",
+        g.logs()
+    );
+    let rec = tcp_get(&g.lab, Port::Client, SocketAddr::new(vip(), BACKEND_PORT)).unwrap();
+    assert_eq!(rec.node, Some(format!("node-{holder}")), "{rec:?}");
+
+    // The holder's link goes down: a majority elects another leader, which takes the VIP after
+    // the old leader's quorum window; the old one, cut off, drops it on its own.
+    let (outage, successor) = g.measure(120, || g.lab.set_link(Port::Node(holder), false).unwrap());
+    println!("control-plane VIP, leader link down: outage {outage:?} ms");
+    assert_ne!(successor, holder);
+    let ns = g.lab.netns(Port::Node(holder));
+    cmd::wait_for(
+        "the isolated old leader drops the VIP",
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || {
+            let out =
+                cmd::run(&["ip", "netns", "exec", &ns, "ip", "-o", "addr", "show", "dev", "eth0"])
+                    .ok()?;
+            (!out.contains(&format!(" {VIP}/32 "))).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", g.logs()));
+    assert_eq!(g.holders(), vec![successor]);
+    assert_eq!(answering(&g.lab, vip()).unwrap(), vec![successor]);
+
+    // The link comes back: pre-vote keeps the returning node from disturbing the leader.
+    g.lab.set_link(Port::Node(holder), true).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(g.holders(), vec![successor], "{}", g.logs());
+
+    // The leader's API server fails (its relay is gone: connection refused): leadership moves to
+    // a healthy node, which takes the VIP.
+    let leader = successor;
+    let relay = g.relays[leader - 1].take();
+    let (outage, next) = g.measure(120, move || drop(relay));
+    println!("control-plane VIP, leader's API server down: outage {outage:?} ms");
+    assert_ne!(next, leader);
+    assert_eq!(g.wait_holder(Some(leader)), next);
+    assert_eq!(answering(&g.lab, vip()).unwrap(), vec![next]);
+    let log = g.speakers[leader - 1].as_ref().unwrap().log_text();
+    assert!(
+        log.contains("handing Raft leadership to a healthy peer"),
+        "{}",
+        g.logs()
+    );
+
+    // SIGTERM on the holder: it removes the VIP and hands leadership over.
+    let r = g.start_relay(leader);
+    g.relays[leader - 1] = Some(r);
+    let mut s = g.speakers[next - 1].take().unwrap();
+    s.terminate(Duration::from_secs(10)).unwrap();
+    assert!(
+        s.log_text().contains("control-plane speaker stopped"),
+        "{}",
+        s.log_text()
+    );
+    let after = g.wait_holder(Some(next));
+    assert_ne!(after, next);
+}
+
+#[test]
+fn a_one_node_group_holds_the_vip_while_its_api_server_is_healthy() {
+    let mut g = Group::start(1);
+    assert_eq!(g.wait_holder(None), 1);
+    assert_eq!(answering(&g.lab, vip()).unwrap(), vec![1], "{}", g.logs());
+    // Its API server fails: nobody to hand over to, the VIP goes nowhere.
+    g.relays[0].take();
+    cmd::wait_for("VIP removed", WAIT, Duration::from_millis(50), || {
+        g.holders().is_empty().then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", g.logs()));
+    // It comes back: the VIP too.
+    let r = g.start_relay(1);
+    g.relays[0] = Some(r);
+    assert_eq!(g.wait_holder(None), 1);
+    // A restart keeps term and vote (data directory) and takes the VIP again.
+    let mut s = g.speakers[0].take().unwrap();
+    s.terminate(Duration::from_secs(10)).unwrap();
+    assert!(g.holders().is_empty(), "VIP left behind on SIGTERM");
+    g.speakers[0] = Some(g.start_speaker(1));
+    assert_eq!(g.wait_holder(None), 1);
+}
