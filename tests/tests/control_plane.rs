@@ -149,12 +149,15 @@ impl Group {
 
     /// Waits until exactly one node, not `not`, holds the VIP.
     fn wait_holder(&self, not: Option<usize>) -> usize {
-        cmd::wait_for("one VIP holder", WAIT, Duration::from_millis(50), || {
-            match self.holders().as_slice() {
+        cmd::wait_for(
+            "one VIP holder",
+            WAIT,
+            Duration::from_millis(50),
+            || match self.holders().as_slice() {
                 [one] if Some(*one) != not => Some(*one),
                 _ => None,
-            }
-        })
+            },
+        )
         .unwrap_or_else(|e| panic!("{e}\nholders {:?}\n{}", self.holders(), self.logs()))
     }
 
@@ -216,9 +219,10 @@ fn three_nodes_one_holder_and_failover_on_link_loss_and_on_api_server_failure() 
         Duration::from_secs(5),
         Duration::from_millis(50),
         || {
-            let out =
-                cmd::run(&["ip", "netns", "exec", &ns, "ip", "-o", "addr", "show", "dev", "eth0"])
-                    .ok()?;
+            let out = cmd::run(&[
+                "ip", "netns", "exec", &ns, "ip", "-o", "addr", "show", "dev", "eth0",
+            ])
+            .ok()?;
             (!out.contains(&format!(" {VIP}/32 "))).then_some(())
         },
     )

@@ -130,7 +130,9 @@ impl fmt::Display for RemoveReason {
         f.write_str(match self {
             RemoveReason::LostLeadership => "this node is no longer the Raft leader",
             RemoveReason::Unhealthy => "the local API server is not healthy",
-            RemoveReason::LostQuorum => "no quorum acknowledged this leader within the election timeout",
+            RemoveReason::LostQuorum => {
+                "no quorum acknowledged this leader within the election timeout"
+            }
             RemoveReason::Shutdown => "the speaker is stopping",
         })
     }
@@ -155,7 +157,9 @@ pub enum Waiting {
     /// Not the leader.
     NotLeader,
     /// Leader, waiting out the old leader's check-quorum window until this instant.
-    Fence { until: Instant },
+    Fence {
+        until: Instant,
+    },
     Unhealthy,
     LostQuorum,
     ShuttingDown,
@@ -322,7 +326,9 @@ impl ControlPlane {
     pub fn transfer_target(&self, now: Instant) -> Option<u64> {
         self.peer_health
             .iter()
-            .filter(|(_, r)| fresh(Some(**r), now, self.timing.health_stale_after) == Health::Healthy)
+            .filter(|(_, r)| {
+                fresh(Some(**r), now, self.timing.health_stale_after) == Health::Healthy
+            })
             .max_by(|(a_id, (_, a_at)), (b_id, (_, b_at))| a_at.cmp(b_at).then(b_id.cmp(a_id)))
             .map(|(id, _)| *id)
     }
@@ -360,7 +366,8 @@ impl ControlPlane {
         let hand_over = self.shutting_down || self.health(now) != Health::Healthy;
         if self.raft.role == Role::Leader && hand_over {
             let recent = self.transfer.is_some_and(|(term, _, at)| {
-                term == self.raft.term && now.saturating_duration_since(at) < self.timing.transfer_retry
+                term == self.raft.term
+                    && now.saturating_duration_since(at) < self.timing.transfer_retry
             });
             if !recent && let Some(to) = self.transfer_target(now) {
                 self.transfer = Some((self.raft.term, to, now));

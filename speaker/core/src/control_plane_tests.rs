@@ -299,7 +299,10 @@ fn a_one_node_group_holds_as_soon_as_it_leads_healthy() {
     n.observe_raft(s.ms(10), leader(2, 1));
     // No peer could hold the VIP: nothing to fence, and no quorum acknowledgement to wait for.
     assert_eq!(n.poll(s.ms(10)), vec![Action::AddVip, Action::Announce]);
-    assert_eq!(n.poll(s.ms(5_000)), vec![Action::RemoveVip(RemoveReason::Unhealthy)]);
+    assert_eq!(
+        n.poll(s.ms(5_000)),
+        vec![Action::RemoveVip(RemoveReason::Unhealthy)]
+    );
     // Unhealthy with no peer to hand over to: no transfer.
     n.observe_health(s.ms(5_001), Health::Unhealthy);
     assert_eq!(n.poll(s.ms(5_001)), vec![]);

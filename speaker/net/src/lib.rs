@@ -22,7 +22,7 @@ pub mod memory;
 pub mod multicast;
 pub mod responder;
 
-pub use address::{AddressError, Added, Addresses};
+pub use address::{Added, AddressError, Addresses};
 pub use error::NetError;
 pub use frame::{ParseError, Request};
 pub use iface::{IfAddr, Interface, interface, interfaces};

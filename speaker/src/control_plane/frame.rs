@@ -224,7 +224,10 @@ mod tests {
         for i in [4, 5, 12, 30, f.len() - 1] {
             let mut g = f.clone();
             g[i] ^= 1;
-            assert_eq!(Codec::new(&[7; KEY_LEN], 2).open(&g).unwrap_err(), FrameError::BadTag);
+            assert_eq!(
+                Codec::new(&[7; KEY_LEN], 2).open(&g).unwrap_err(),
+                FrameError::BadTag
+            );
         }
     }
 
@@ -250,7 +253,10 @@ mod tests {
 
     #[test]
     fn key_files_are_64_hex_digits() {
-        assert_eq!(parse_key(&format!("{}\n", "0a".repeat(32))).unwrap(), [10; 32]);
+        assert_eq!(
+            parse_key(&format!("{}\n", "0a".repeat(32))).unwrap(),
+            [10; 32]
+        );
         assert!(parse_key("abcd").unwrap_err().contains("64 hexadecimal"));
         assert!(parse_key(&"zz".repeat(32)).is_err());
     }

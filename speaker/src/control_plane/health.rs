@@ -73,7 +73,10 @@ impl Checker {
                 let mut roots = RootCertStore::empty();
                 for cert in read_certs(path)? {
                     roots.add(cert).with_context(|| {
-                        format!("--health-ca {}: a certificate is not usable", path.display())
+                        format!(
+                            "--health-ca {}: a certificate is not usable",
+                            path.display()
+                        )
                     })?;
                 }
                 builder.with_root_certificates(roots).with_no_client_auth()

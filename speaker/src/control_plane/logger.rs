@@ -20,14 +20,20 @@ impl slog::Drain for TracingDrain {
     type Ok = ();
     type Err = slog::Never;
 
-    fn log(&self, record: &slog::Record<'_>, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+    fn log(
+        &self,
+        record: &slog::Record<'_>,
+        values: &slog::OwnedKVList,
+    ) -> Result<(), slog::Never> {
         use slog::KV as _;
         let mut fields = Fields(String::new());
         let _ = record.kv().serialize(record, &mut fields);
         let _ = values.serialize(record, &mut fields);
         let (msg, kv) = (record.msg(), fields.0);
         match record.level() {
-            slog::Level::Critical | slog::Level::Error => tracing::error!(target: "raft", "{msg}{kv}"),
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::error!(target: "raft", "{msg}{kv}")
+            }
             slog::Level::Warning => tracing::warn!(target: "raft", "{msg}{kv}"),
             slog::Level::Info => tracing::info!(target: "raft", "{msg}{kv}"),
             slog::Level::Debug => tracing::debug!(target: "raft", "{msg}{kv}"),

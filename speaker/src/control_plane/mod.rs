@@ -387,7 +387,10 @@ async fn run(args: &Args, shutdown: &mut Shutdown) -> anyhow::Result<()> {
         warn!(error = format!("{e:#}"), "handing over while stopping");
     }
     let deadline = Instant::now() + election_timeout;
-    while node.raw.raft.state == StateRole::Leader && node.voters.len() > 1 && Instant::now() < deadline {
+    while node.raw.raft.state == StateRole::Leader
+        && node.voters.len() > 1
+        && Instant::now() < deadline
+    {
         tokio::select! {
             _ = ticker.tick() => node.tick(),
             Some(msg) = inbound.recv() => node.receive(msg),
@@ -593,7 +596,10 @@ impl Node {
                     MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
                 );
                 if campaign && !may_campaign {
-                    debug!(to = m.to, "not campaigning: the local API server is not healthy");
+                    debug!(
+                        to = m.to,
+                        "not campaigning: the local API server is not healthy"
+                    );
                 }
                 !campaign || may_campaign
             })
@@ -607,7 +613,9 @@ impl Node {
         match self.addresses.remove(self.iface.index, self.vip).await {
             Ok(true) => info!(vip = %self.vip, "VIP removed on the way out"),
             Ok(false) => {}
-            Err(e) => error!(vip = %self.vip, error = %e, "removing the VIP on the way out failed; remove it by hand (`ip addr del`)"),
+            Err(e) => {
+                error!(vip = %self.vip, error = %e, "removing the VIP on the way out failed; remove it by hand (`ip addr del`)")
+            }
         }
     }
 }
@@ -632,9 +640,21 @@ mod tests {
             parse_peer("3=[2001:db8::13]:7480").unwrap().1,
             "[2001:db8::13]:7480".parse().unwrap()
         );
-        assert!(parse_peer("0=192.0.2.1:1").unwrap_err().contains("reserved"));
-        assert!(parse_peer("x=192.0.2.1:1").unwrap_err().contains("not a number"));
-        assert!(parse_peer("192.0.2.1:1").unwrap_err().contains("ID=ADDRESS:PORT"));
+        assert!(
+            parse_peer("0=192.0.2.1:1")
+                .unwrap_err()
+                .contains("reserved")
+        );
+        assert!(
+            parse_peer("x=192.0.2.1:1")
+                .unwrap_err()
+                .contains("not a number")
+        );
+        assert!(
+            parse_peer("192.0.2.1:1")
+                .unwrap_err()
+                .contains("ID=ADDRESS:PORT")
+        );
     }
 
     fn key_file() -> PathBuf {
@@ -649,8 +669,17 @@ mod tests {
         let key = key.to_str().unwrap();
         let base = |peers: &str, id: &str, key: &str| {
             args(&[
-                "--vip", "192.0.2.60", "--interface", "lo", "--id", id, "--peers", peers,
-                "--key-file", key, "--health-insecure",
+                "--vip",
+                "192.0.2.60",
+                "--interface",
+                "lo",
+                "--id",
+                id,
+                "--peers",
+                peers,
+                "--key-file",
+                key,
+                "--health-insecure",
             ])
             .unwrap()
         };
@@ -684,9 +713,15 @@ mod tests {
         // Three voters: this leader (now) and the most recent peer make a majority.
         assert_eq!(quorum_ack(ms(300), 1, &[1, 2, 3], &acks), Some(ms(100)));
         // Five voters: the third most recent; node 9 is no voter.
-        assert_eq!(quorum_ack(ms(300), 1, &[1, 2, 3, 4, 5], &acks), Some(ms(50)));
+        assert_eq!(
+            quorum_ack(ms(300), 1, &[1, 2, 3, 4, 5], &acks),
+            Some(ms(50))
+        );
         assert_eq!(quorum_ack(ms(300), 1, &[1, 2, 3, 4, 5, 6, 7], &acks), None);
         // A group of one is its own quorum.
-        assert_eq!(quorum_ack(ms(300), 1, &[1], &BTreeMap::new()), Some(ms(300)));
+        assert_eq!(
+            quorum_ack(ms(300), 1, &[1], &BTreeMap::new()),
+            Some(ms(300))
+        );
     }
 }

@@ -86,8 +86,7 @@ impl DiskStorage {
         };
         let bytes = encode(&state.hard_state, &state.conf_state, &entries)?;
         let tmp = self.path.with_extension("tmp");
-        let mut f =
-            File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(&bytes)
             .and_then(|()| f.sync_all())
             .with_context(|| format!("writing {} (disk full?)", tmp.display()))?;
@@ -211,14 +210,18 @@ mod tests {
         let dir = tempdir("reload");
         {
             let s = DiskStorage::open(&dir, &[1, 2, 3]).unwrap();
-            let mut e = Entry::default();
-            e.index = 1;
-            e.term = 5;
+            let e = Entry {
+                index: 1,
+                term: 5,
+                ..Default::default()
+            };
             s.mem().wl().append(&[e]).unwrap();
-            let mut hs = HardState::default();
-            hs.term = 5;
-            hs.vote = 2;
-            hs.commit = 1;
+            let hs = HardState {
+                term: 5,
+                vote: 2,
+                commit: 1,
+                ..Default::default()
+            };
             s.mem().wl().set_hardstate(hs);
             s.persist().unwrap();
         }

@@ -91,7 +91,11 @@ impl Transport {
         };
         self.counter += 1;
         let Some(frame) = self.codec.seal(kind, to, self.counter, payload) else {
-            warn!(to, bytes = payload.len(), "message too large for a frame; dropped");
+            warn!(
+                to,
+                bytes = payload.len(),
+                "message too large for a frame; dropped"
+            );
             return;
         };
         if queue.try_send(frame).is_err() {
@@ -133,7 +137,13 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((conn, from)) => {
                 let _ = conn.set_nodelay(true);
-                tokio::spawn(read_loop(conn, from, codec.clone(), tx.clone(), seen.clone()));
+                tokio::spawn(read_loop(
+                    conn,
+                    from,
+                    codec.clone(),
+                    tx.clone(),
+                    seen.clone(),
+                ));
             }
             Err(e) => {
                 warn!(error = %e, "accepting a peer connection failed");
@@ -304,10 +314,12 @@ mod tests {
         let a = Codec::new(&[1; KEY_LEN], 1);
         let b = Codec::new(&[1; KEY_LEN], 2);
         let seen = Mutex::new(HashMap::new());
-        let mut m = Message::default();
-        m.from = 1;
-        m.to = 2;
-        m.term = 3;
+        let mut m = Message {
+            from: 1,
+            to: 2,
+            term: 3,
+            ..Default::default()
+        };
         let payload = m.write_to_bytes().unwrap();
         let f = a.seal(Kind::Raft, 2, 10, &payload).unwrap();
         let (frame, _) = b.open(&f).unwrap().unwrap();
@@ -316,7 +328,9 @@ mod tests {
         assert!(err.contains("replayed"), "{err}");
         // Authenticated by node 1 but claiming to be node 3's message.
         m.from = 3;
-        let f = a.seal(Kind::Raft, 2, 11, &m.write_to_bytes().unwrap()).unwrap();
+        let f = a
+            .seal(Kind::Raft, 2, 11, &m.write_to_bytes().unwrap())
+            .unwrap();
         let (frame, _) = b.open(&f).unwrap().unwrap();
         assert!(accept(frame, &seen).unwrap_err().contains("claims"));
         // Garbage from a key holder is an error, not a panic.
