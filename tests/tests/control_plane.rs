@@ -29,7 +29,12 @@ fn vip() -> IpAddr {
     VIP.parse().unwrap()
 }
 
+fn host_prefix(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
+}
+
 struct Group {
+    vip: IpAddr,
     lab: Lab,
     env: KubeEnv,
     nodes: usize,
@@ -40,6 +45,10 @@ struct Group {
 
 impl Group {
     fn start(nodes: usize) -> Group {
+        Group::start_with(nodes, vip())
+    }
+
+    fn start_with(nodes: usize, vip: IpAddr) -> Group {
         let lab = Lab::new(LabConfig {
             nodes,
             backends: true,
@@ -49,6 +58,7 @@ impl Group {
         let key = lab.dir().join("control-plane.key");
         std::fs::write(&key, "5a".repeat(32)).unwrap();
         let mut g = Group {
+            vip,
             lab,
             env,
             nodes,
@@ -106,6 +116,7 @@ impl Group {
         let ca = self.env.ca_path().to_string_lossy().into_owned();
         let key = self.key.to_string_lossy().into_owned();
         let id = i.to_string();
+        let vip = self.vip.to_string();
         self.lab
             .spawn(
                 Port::Node(i),
@@ -114,7 +125,7 @@ impl Group {
                     &bin,
                     "control-plane",
                     "--vip",
-                    VIP,
+                    &vip,
                     "--interface",
                     "eth0",
                     "--id",
@@ -142,7 +153,9 @@ impl Group {
             .filter(|i| {
                 self.lab
                     .exec(Port::Node(*i), &["ip", "-o", "addr", "show", "dev", "eth0"])
-                    .is_ok_and(|out| out.contains(&format!(" {VIP}/32 ")))
+                    .is_ok_and(|out| {
+                        out.contains(&format!(" {}/{} ", self.vip, host_prefix(self.vip)))
+                    })
             })
             .collect()
     }
@@ -178,7 +191,7 @@ impl Group {
     /// Runs the client's probe loop against VIP:80 for `count` × 50 ms while `fault` happens after
     /// one second; returns the outage in ms and the node answering at the end.
     fn measure(&self, count: u32, fault: impl FnOnce()) -> (Option<u128>, usize) {
-        let target = SocketAddr::new(vip(), BACKEND_PORT);
+        let target = SocketAddr::new(self.vip, BACKEND_PORT);
         let mut p = start_probe(&self.lab, target, count, 50, 200).unwrap();
         std::thread::sleep(Duration::from_millis(1000));
         fault();
@@ -348,4 +361,31 @@ fn a_one_node_group_holds_the_vip_while_its_api_server_is_healthy() {
     assert!(g.holders().is_empty(), "VIP left behind on SIGTERM");
     g.speakers[0] = Some(g.start_speaker(1));
     assert_eq!(g.wait_holder(None), 1);
+}
+
+#[test]
+fn an_ipv6_vip_is_held_answered_by_ndp_and_reached() {
+    let mut g = Group::start_with(2, "2001:db8::60".parse().unwrap());
+    let holder = g.wait_holder(None);
+    // Two nodes: the speakers warn that the group cannot survive a failure.
+    let log = g.speakers[0].as_ref().unwrap().log_text();
+    assert!(log.contains("a group of two cannot survive"), "{log}");
+    assert_eq!(
+        answering(&g.lab, g.vip).unwrap(),
+        vec![holder],
+        "{}",
+        g.logs()
+    );
+    let rec = tcp_get(&g.lab, Port::Client, SocketAddr::new(g.vip, BACKEND_PORT)).unwrap();
+    assert_eq!(rec.node, Some(format!("node-{holder}")), "{rec:?}");
+    // The holder's API server fails: leadership and the VIP move to the other node (both nodes
+    // stay up: a group of two needs both for a quorum).
+    g.relays[holder - 1].take();
+    let other = g.wait_holder(Some(holder));
+    assert_eq!(
+        answering(&g.lab, g.vip).unwrap(),
+        vec![other],
+        "{}",
+        g.logs()
+    );
 }
