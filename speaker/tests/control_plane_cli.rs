@@ -1,6 +1,9 @@
 //! `ferrolb-speaker control-plane`: its flags, their environment variables, and start-up errors
 //! that say what to fix (checked on the real binary, before any network is touched).
 
+// Test code: clippy does not count the helpers of an integration test as test code.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferrolb-speaker");
