@@ -220,6 +220,21 @@ fn three_nodes_one_holder_and_failover_on_link_loss_and_on_api_server_failure() 
     );
     let rec = tcp_get(&g.lab, Port::Client, SocketAddr::new(vip(), BACKEND_PORT)).unwrap();
     assert_eq!(rec.node, Some(format!("node-{holder}")), "{rec:?}");
+    // Its metrics say so.
+    let metrics = g
+        .lab
+        .exec(
+            Port::Node(holder),
+            &["curl", "-sf", "http://127.0.0.1:7474/metrics"],
+        )
+        .unwrap();
+    for line in [
+        "ferrolb_control_plane_vip_held 1",
+        "ferrolb_control_plane_leader 1",
+        "ferrolb_control_plane_api_server_healthy 1",
+    ] {
+        assert!(metrics.contains(line), "{metrics}");
+    }
 
     // The holder's link goes down: a majority elects another leader, which takes the VIP after
     // the old leader's quorum window; the old one, cut off, drops it on its own.

@@ -10,6 +10,7 @@
 pub mod frame;
 pub mod health;
 pub mod logger;
+pub mod metrics;
 pub mod storage;
 pub mod transport;
 
@@ -109,6 +110,15 @@ pub struct Args {
     /// check-quorum window of a leader. Must exceed --heartbeat-ticks.
     #[arg(long, env = "FERROLB_CP_ELECTION_TICKS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=10_000))]
     pub election_ticks: u64,
+
+    /// Address of the /metrics, /healthz and /readyz endpoints (not the service speaker's 7473:
+    /// both may run on one node).
+    #[arg(
+        long,
+        env = "FERROLB_CP_METRICS_BIND_ADDRESS",
+        default_value = "127.0.0.1:7474"
+    )]
+    pub metrics_bind_address: SocketAddr,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -267,6 +277,7 @@ struct Node {
     acks: BTreeMap<u64, Instant>,
     last_view: Option<RaftView>,
     last_waiting: Option<Waiting>,
+    metrics: metrics::Metrics,
 }
 
 async fn run(args: &Args, shutdown: &mut Shutdown) -> anyhow::Result<()> {
@@ -351,7 +362,15 @@ async fn run(args: &Args, shutdown: &mut Shutdown) -> anyhow::Result<()> {
         acks: BTreeMap::new(),
         last_view: None,
         last_waiting: None,
+        metrics: metrics::Metrics::new(),
     };
+    let serve = ferrolb_daemon::serve(args.metrics_bind_address, node.metrics.health.clone());
+    tokio::spawn(async move {
+        if let Err(e) = serve.await {
+            error!(error = format!("{e:#}"), "the metrics endpoint stopped");
+        }
+    });
+    node.metrics.health.set_ready(true);
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_health: Option<Health> = None;
@@ -371,6 +390,7 @@ async fn run(args: &Args, shutdown: &mut Shutdown) -> anyhow::Result<()> {
                         last_health = Some(health);
                     }
                     node.core.observe_health(now, health);
+                    node.metrics.api_server_healthy.set(i64::from(health == Health::Healthy));
                     node.transport.send_health(health);
                 }
                 reason = shutdown.wait() => return Ok(reason),
@@ -496,6 +516,15 @@ impl Node {
             if view.role != Role::Leader || self.last_view.is_none_or(|v| v.term != view.term) {
                 self.acks.clear();
             }
+            if self.last_view.is_some_and(|v| v.leader != view.leader) {
+                self.metrics.leader_changes.inc();
+            }
+            self.metrics
+                .leader
+                .set(i64::from(view.role == Role::Leader));
+            self.metrics
+                .term
+                .set(i64::try_from(view.term).unwrap_or(i64::MAX));
             self.last_view = Some(view);
         }
         self.core.observe_raft(now, view);
@@ -523,10 +552,12 @@ impl Node {
             Action::AddVip => {
                 let added = self.addresses.add(index, vip).await?;
                 self.responder.set_owned([vip]);
+                self.metrics.vip_held.set(1);
                 info!(%vip, %iface, term = self.raw.raft.term, ?added, "VIP added: this node is the healthy leader and the old leader's quorum window has passed");
             }
             Action::RemoveVip(reason) => {
                 self.responder.set_owned([]);
+                self.metrics.vip_held.set(0);
                 let removed = self.addresses.remove(index, vip).await?;
                 info!(%vip, %iface, %reason, removed, "VIP removed");
             }
