@@ -1,6 +1,9 @@
 //! `ferrolb-speaker`: runs on every node, agrees with the other speakers on one owner per address
 //! and announces the addresses this node owns on the layer-2 segment.
+//!
+//! `ferrolb-speaker control-plane …` runs the control-plane VIP instead (see `control_plane`).
 
+mod control_plane;
 mod dataplane;
 mod gossip;
 mod key;
@@ -132,6 +135,10 @@ pub struct Cli {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "control-plane") {
+        return control_plane::main(argv).await;
+    }
     let cli = Cli::parse();
     let mut shutdown = Shutdown::register()?;
     cli.log.init()?;

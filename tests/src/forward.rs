@@ -143,3 +143,21 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
     let _ = to.shutdown(Shutdown::Write);
     let _ = from.shutdown(Shutdown::Read);
 }
+
+/// Relays every TCP connection accepted on `listen` to `target`, in the calling process's
+/// namespace, until killed (`ferrolb-lab forward`, run inside a node namespace: it stands for the
+/// node's own kube-apiserver on 127.0.0.1:6443, backed by the lab's real one).
+pub fn relay(listen: SocketAddr, target: SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
+    let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+    for down in listener.incoming() {
+        let Ok(down) = down else { continue };
+        match TcpStream::connect_timeout(&target, Duration::from_secs(5)) {
+            Ok(up) => splice(down, up, &conns),
+            Err(_) => {
+                let _ = down.shutdown(Shutdown::Both);
+            }
+        }
+    }
+    Ok(())
+}

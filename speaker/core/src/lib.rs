@@ -3,6 +3,7 @@
 //! ([`interfaces`]). Inputs, including the time, come in as arguments; decisions come out as data
 //! that the runtime in `ferrolb-speaker` carries out.
 
+pub mod control_plane;
 pub mod election;
 pub mod hash;
 pub mod interfaces;

@@ -8,11 +8,13 @@
 //!   owned addresses and sends gratuitous ARP / unsolicited Neighbor Advertisements on demand.
 //! - [`join_solicited_node`]: makes the kernel listen to (and report, through MLD) a VIP's
 //!   solicited-node group, so solicitations for it reach the node.
+//! - [`Addresses`]: adds and removes a floating address (the control-plane VIP) with netlink.
 //! - [`release_free_memory`]: hands the heap freed after a burst back to the kernel.
 //!
 //! Everything that touches the network acts in the calling thread's network namespace, and the
 //! sockets stay in that namespace whichever thread uses them afterwards.
 
+pub mod address;
 pub mod error;
 pub mod frame;
 pub mod iface;
@@ -20,6 +22,7 @@ pub mod memory;
 pub mod multicast;
 pub mod responder;
 
+pub use address::{Added, AddressError, Addresses};
 pub use error::NetError;
 pub use frame::{ParseError, Request};
 pub use iface::{IfAddr, Interface, interface, interfaces};

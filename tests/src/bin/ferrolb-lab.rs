@@ -82,6 +82,14 @@ enum Command {
         #[arg(long, default_value_t = netns::BACKEND_PORT)]
         port: u16,
     },
+    /// Relay every TCP connection on LISTEN to TO (runs inside a node namespace: the node's
+    /// "local API server" of the control-plane tests, backed by the lab's real one).
+    Forward {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        to: SocketAddr,
+    },
     /// Send COUNT TCP requests to TARGET and print each outcome as a JSON line.
     Probe {
         #[arg(long)]
@@ -98,6 +106,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up { nodes, no_api } => up(nodes, !no_api),
+        Command::Forward { listen, to } => ferrolb_lab::forward::relay(listen, to),
         Command::BenchController {
             services,
             rate,
