@@ -11,7 +11,7 @@ use ferrolb_crds::{L2Advertisement, L2NodeStatus};
 use ferrolb_speaker_core::interfaces::LinkInfo;
 use ferrolb_speaker_core::node::{self, Config, Notice};
 use ferrolb_speaker_core::schedule::Timing;
-use ferrolb_speaker_core::{NoOwner, Node, Options, Placement, drive, hash};
+use ferrolb_speaker_core::{NoOwner, Options, Placement, drive, hash};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::Client;
@@ -50,7 +50,7 @@ struct Speaker<'a> {
     writer: Writer,
     metrics: Arc<Metrics>,
     /// The node state machine: membership, fencing, settle, handover, placement plan.
-    node: Node,
+    node: ferrolb_speaker_core::Node,
     /// Carries the node's actions out.
     wire: Wire,
     /// Asks the joiner to join the peers now.
@@ -195,7 +195,6 @@ pub async fn run(
         detection_spread: node::detection_spread(timing.probe_interval),
         settle: Duration::from_millis(cli.settle_ms),
         handover_grace: Duration::from_millis(cli.handover_grace_ms),
-        tick: TICK,
         options: Options {
             exclude_cordoned: cli.exclude_cordoned,
             exclude_not_ready: cli.exclude_not_ready,
@@ -214,7 +213,7 @@ pub async fn run(
         writer: Writer::new(client.clone(), &cli.node_name),
         stores,
         metrics,
-        node: Node::new(&cli.node_name, config),
+        node: ferrolb_speaker_core::Node::new(&cli.node_name, config),
         wire: Wire::default(),
         rejoin,
         problems: watch::Problems::default(),
@@ -274,7 +273,7 @@ pub async fn run(
         sp.node.tick(now);
         let changes = drive(&mut sp.node, &mut sp.wire, now);
         sp.log(&changes);
-        let next = sp.node.next_deadline().unwrap_or(now + TICK);
+        let next = sp.node.idle(now);
         tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
     }
     let now = Instant::now();

@@ -340,9 +340,11 @@ impl Node {
     /// end, the election runs when an input changed, and the actions are queued. Returns whether
     /// the plan was made again (an election ran or the right to answer changed).
     pub fn tick(&mut self, now: Instant) -> bool {
+        // (Not while leaving: the runtime's goodbye to the membership blocks its loop for up to
+        // two seconds by design, and the addresses are being handed over anyway.)
         if let Some(expected) = self.expected
             && now > expected + self.cfg.pause
-            && !self.stopped
+            && self.leaving_since.is_none()
         {
             // Nothing ran while the clock moved: the others may have declared this speaker
             // failed and taken its addresses. Answer nothing until the views settle again.

@@ -288,9 +288,11 @@ fn a_short_fence_is_followed_by_a_settle() {
     c.step(t + ms(5));
     assert!(c.nodes[0].1.answering.is_empty(), "n1 sees a minority: fenced at once");
     assert!(!c.nodes[0].0.quorum());
+    c.step(t + ms(60));
     c.nodes[0].0.alive("n2", t + ms(60));
     c.nodes[0].0.alive("n3", t + ms(60));
-    c.step(t + ms(1055));
+    // Quorum again at the next tick (t + 65 ms), answering a settle later.
+    c.step(t + ms(1060));
     assert!(c.nodes[0].1.answering.is_empty(), "settling");
     c.step(t + ms(1065));
     assert_eq!(c.nodes[0].1.answering.len(), mine);
@@ -411,7 +413,7 @@ fn a_leaving_node_answers_through_its_grace() {
     for i in 1..3 {
         c.nodes[i].0.left("n1", t);
     }
-    c.step(t);
+    c.step(t + ms(5));
     for x in &mine {
         assert_eq!(c.answering(*x).len(), 2, "{x}: both answer during the grace");
     }
