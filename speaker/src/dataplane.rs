@@ -81,11 +81,7 @@ impl Wire {
 impl Dataplane for Wire {
     fn answer(&mut self, ip: IpAddr, ifaces: &[String]) -> Vec<String> {
         let old = self.placed.remove(&ip).unwrap_or_default();
-        let got: Vec<String> = ifaces
-            .iter()
-            .filter(|i| self.running(i))
-            .cloned()
-            .collect();
+        let got: Vec<String> = ifaces.iter().filter(|i| self.running(i)).cloned().collect();
         for i in old.iter().filter(|i| !got.contains(i)) {
             if let Some(set) = self.owned.get_mut(i) {
                 set.remove(&ip);

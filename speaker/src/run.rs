@@ -229,7 +229,8 @@ pub async fn run(
     let mut tick = tokio::time::interval(TICK);
     let signal = loop {
         let wake_by = sp.node.idle(Instant::now());
-        let deadline = tokio::time::Instant::from_std(sp.api_due.map_or(wake_by, |t| t.min(wake_by)));
+        let deadline =
+            tokio::time::Instant::from_std(sp.api_due.map_or(wake_by, |t| t.min(wake_by)));
         let mut wake = tokio::select! {
             _ = changed.notified() => {
                 let window = GATHER.max(sp.last_pass);
@@ -369,8 +370,7 @@ impl Speaker<'_> {
                 ),
                 Notice::QuorumLost { live, known } => warn!(
                     live,
-                    known,
-                    "lost quorum: this speaker sees a minority and stops answering"
+                    known, "lost quorum: this speaker sees a minority and stops answering"
                 ),
                 Notice::Isolated => warn!(
                     "no other speaker has joined this one although the API lists other Ready nodes: not answering until gossip works (check the gossip port and key)"

@@ -12,8 +12,8 @@ pub mod membership;
 pub mod node;
 pub mod schedule;
 
-pub use election::{Decision, NoOwner, NodeInfo, Options, PoolInfo, ServiceInfo, World, elect};
 pub use dataplane::{Dataplane, drive};
+pub use election::{Decision, NoOwner, NodeInfo, Options, PoolInfo, ServiceInfo, World, elect};
 pub use membership::Membership;
 pub use node::{Action, Node, Notice, Placement};
 pub use schedule::Schedule;

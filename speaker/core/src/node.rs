@@ -153,18 +153,34 @@ pub enum Action {
 /// State changes of the node, for the runtime's logs and metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
-    MemberJoined { node: String },
+    MemberJoined {
+        node: String,
+    },
     /// A member reported failed was alive again within the hold: nothing moved.
-    MemberRefuted { node: String },
-    MemberFailed { node: String },
-    MemberLeft { node: String },
+    MemberRefuted {
+        node: String,
+    },
+    MemberFailed {
+        node: String,
+    },
+    MemberLeft {
+        node: String,
+    },
     /// Quorum (re)gained: answering once the views settle.
-    Settling { live: usize, known: usize },
-    QuorumLost { live: usize, known: usize },
+    Settling {
+        live: usize,
+        known: usize,
+    },
+    QuorumLost {
+        live: usize,
+        known: usize,
+    },
     /// No other speaker joined although the API lists other Ready nodes.
     Isolated,
     /// The clock jumped: the process did not run for `late` beyond its deadline.
-    Paused { late: Duration },
+    Paused {
+        late: Duration,
+    },
     /// The handover grace is over: answering nothing from now on.
     Stopped,
 }
@@ -316,9 +332,7 @@ impl Node {
     pub fn placed(&mut self, ip: IpAddr, ifaces: Vec<String>, now: Instant) {
         let grew = {
             let before = self.placed.get(&ip);
-            ifaces
-                .iter()
-                .any(|i| before.is_none_or(|b| !b.contains(i)))
+            ifaces.iter().any(|i| before.is_none_or(|b| !b.contains(i)))
         };
         let short = self.plan.get(&ip).is_some_and(|want| *want != ifaces);
         if short {
@@ -374,7 +388,10 @@ impl Node {
         if self.joining.len() != before {
             self.dirty = true;
         }
-        if self.leaving_since.is_some_and(|t| now >= t + self.cfg.handover_grace) && !self.stopped
+        if self
+            .leaving_since
+            .is_some_and(|t| now >= t + self.cfg.handover_grace)
+            && !self.stopped
         {
             self.stopped = true;
             self.notice(Notice::Stopped);

@@ -22,6 +22,9 @@
 //! break overlap of a fail-back (bounded by the fail-back margin plus the skew); a partition fences
 //! the minority before the majority takes over; churn moves only the departed node's addresses.
 
+// A test crate: helpers outside #[test] functions unwrap too.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -544,10 +547,17 @@ fn story_partition_and_heal_in_a_cluster_of_three() {
     let cut = sim.now;
     sim.partition(&BTreeSet::from([victim]));
     sim.run_for(ms(2000));
-    assert!(!sim.speakers[victim].node.quorum(), "the minority is fenced");
+    assert!(
+        !sim.speakers[victim].node.quorum(),
+        "the minority is fenced"
+    );
     assert!(sim.speakers[victim].dp.answering.is_empty());
     let after = sim.owners();
-    assert_eq!(after.len(), usize::from(SERVICES), "the majority answers for everything");
+    assert_eq!(
+        after.len(),
+        usize::from(SERVICES),
+        "the majority answers for everything"
+    );
     assert_ne!(after[&ip(0)], victim);
     // Failover: the majority took the address between the earliest detection plus the takeover
     // wait and the latest plus the wait.

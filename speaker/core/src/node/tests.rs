@@ -94,7 +94,12 @@ impl Cluster {
     fn new(services: u8) -> Cluster {
         let t0 = Instant::now();
         let nodes: Vec<(Node, FakeDataplane)> = (1..=3)
-            .map(|i| (node(&format!("n{i}"), 3, services, t0), FakeDataplane::default()))
+            .map(|i| {
+                (
+                    node(&format!("n{i}"), 3, services, t0),
+                    FakeDataplane::default(),
+                )
+            })
             .collect();
         let mut c = Cluster { t0, now: t0, nodes };
         for (n, dp) in &mut c.nodes {
@@ -160,7 +165,10 @@ fn a_failed_start_is_retried_and_announced_when_it_runs() {
     assert!(n.answering());
     assert_eq!(n.plan().get(&ip(0)), Some(&vec!["eth0".to_string()]));
     assert!(n.placement().is_empty(), "nothing runs, nothing is placed");
-    assert!(dp.announced.is_empty(), "no announcement for what does not answer");
+    assert!(
+        dp.announced.is_empty(),
+        "no announcement for what does not answer"
+    );
     assert_eq!(n.next_deadline(), Some(t1 + ms(1000)), "retry");
     // Still broken at the first retry.
     run(&mut n, &mut dp, t1, t1 + ms(1500));
@@ -203,7 +211,11 @@ fn a_partial_placement_names_only_what_runs() {
     dp.broken.clear();
     run(&mut n, &mut dp, t0 + ms(1000), t0 + ms(2000));
     assert_eq!(n.placement().get(&ip(0)), Some(&both));
-    assert_eq!(dp.announced.len(), 5, "four of the first burst, one of the second");
+    assert_eq!(
+        dp.announced.len(),
+        5,
+        "four of the first burst, one of the second"
+    );
 }
 
 /// A partition cuts the owner off from the other two. Its reports of the others come up to the
@@ -233,10 +245,9 @@ fn an_isolated_owner_stops_before_its_successor_answers() {
     let mut t = cut;
     while t <= cut + ms(2000) {
         if t == owner_reports {
-            for i in 0..3 {
+            for (i, n) in names.iter().enumerate() {
                 if i != owner {
-                    let n = names[i].clone();
-                    c.nodes[owner].0.failed(&n, t);
+                    c.nodes[owner].0.failed(n, t);
                 }
             }
         }
@@ -286,7 +297,10 @@ fn a_short_fence_is_followed_by_a_settle() {
     c.nodes[0].0.failed("n2", t);
     c.nodes[0].0.failed("n3", t);
     c.step(t + ms(5));
-    assert!(c.nodes[0].1.answering.is_empty(), "n1 sees a minority: fenced at once");
+    assert!(
+        c.nodes[0].1.answering.is_empty(),
+        "n1 sees a minority: fenced at once"
+    );
     assert!(!c.nodes[0].0.quorum());
     c.step(t + ms(60));
     c.nodes[0].0.alive("n2", t + ms(60));
@@ -342,7 +356,11 @@ fn a_returning_owner_takes_its_addresses_back_make_before_break() {
         c.step(t);
         for x in &mine {
             let who = c.answering(*x);
-            assert!(!who.is_empty(), "nobody answers {x} at {:?} after the return", t - back);
+            assert!(
+                !who.is_empty(),
+                "nobody answers {x} at {:?} after the return",
+                t - back
+            );
             if who.len() > 1 {
                 overlap += ms(5);
             }
@@ -415,7 +433,11 @@ fn a_leaving_node_answers_through_its_grace() {
     }
     c.step(t + ms(5));
     for x in &mine {
-        assert_eq!(c.answering(*x).len(), 2, "{x}: both answer during the grace");
+        assert_eq!(
+            c.answering(*x).len(),
+            2,
+            "{x}: both answer during the grace"
+        );
     }
     c.step(t + ms(999));
     assert!(!c.nodes[0].1.answering.is_empty());
