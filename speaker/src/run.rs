@@ -1,5 +1,7 @@
-//! The speaker's loop: inputs (API changes, membership changes, the clock, a signal) in; the
-//! election core decides; the dataplane and the status writer carry it out.
+//! The speaker's loop: inputs (API changes, membership changes, the clock, a signal) go to the
+//! node state machine (`ferrolb_speaker_core::node`), which owns the rules (failure hold, settle,
+//! fencing and its deadline, fail-back, pause, handover, placement); its actions are carried out
+//! through the [`Wire`] dataplane, and the status writer reports what runs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
