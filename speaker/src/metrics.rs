@@ -37,6 +37,9 @@ pub struct Metrics {
     pub known_members: Gauge,
     /// 1 while this speaker sees a majority.
     pub quorum: Gauge,
+    /// 1 while fewer than three speakers are known: no majority can survive a failure, so
+    /// fencing is off and a partition leaves both sides answering.
+    pub too_few_speakers: Gauge,
     /// Addresses gained and lost by this node.
     pub ownership_changes: Counter,
     /// Seconds per pass that re-elected: election, placement and reports (the loop is busy
@@ -58,6 +61,7 @@ impl Metrics {
             members: Gauge::default(),
             known_members: Gauge::default(),
             quorum: Gauge::default(),
+            too_few_speakers: Gauge::default(),
             ownership_changes: Counter::default(),
             // 100 µs to ~1.6 s.
             pass_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
@@ -98,6 +102,11 @@ impl Metrics {
             "quorum",
             "1 while this speaker sees a majority of the members it knows",
             m.quorum.clone(),
+        );
+        registry.register(
+            "too_few_speakers",
+            "1 while fewer than three speakers are known: no majority exists, so a partition leaves both sides answering",
+            m.too_few_speakers.clone(),
         );
         registry.register(
             "ownership_changes",

@@ -1,5 +1,7 @@
-//! The speaker's loop: inputs (API changes, membership changes, the clock, a signal) in; the
-//! election core decides; the dataplane and the status writer carry it out.
+//! The speaker's loop: inputs (API changes, membership changes, the clock, a signal) go to the
+//! node state machine (`ferrolb_speaker_core::node`), which owns the rules (failure hold, settle,
+//! fencing and its deadline, fail-back, pause, handover, placement); its actions are carried out
+//! through the [`Wire`] dataplane, and the status writer reports what runs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -8,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ferrolb_crds::{L2Advertisement, L2NodeStatus};
-use ferrolb_speaker_core::interfaces::{LinkInfo, choose};
+use ferrolb_speaker_core::interfaces::LinkInfo;
+use ferrolb_speaker_core::node::{self, Config, Notice};
 use ferrolb_speaker_core::schedule::Timing;
-use ferrolb_speaker_core::{Membership, NoOwner, Options, Schedule, elect, hash};
+use ferrolb_speaker_core::{NoOwner, Options, Placement, drive, hash};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::Client;
@@ -19,7 +22,7 @@ use tokio::sync::Notify;
 use tokio::sync::mpsc::unbounded_channel;
 use tracing::{info, warn};
 
-use crate::dataplane::{Dataplane, Placement, links};
+use crate::dataplane::{Wire, links};
 use crate::gossip::{Change, Gossip};
 use crate::metrics::{AddressLabels, InterfaceLabels, Metrics};
 use crate::report::{Wanted, Writer, announced_message, problems_summary};
@@ -48,25 +51,18 @@ struct Speaker<'a> {
     stores: Stores,
     writer: Writer,
     metrics: Arc<Metrics>,
-    membership: Membership,
-    dataplane: Dataplane,
-    schedule: Schedule,
-    opts: Options,
-    /// Whether the last pass found no quorum.
-    fenced: bool,
-    /// What the last election decided, and from what.
-    decisions: Vec<ferrolb_speaker_core::Decision>,
+    /// The node state machine: membership, fencing, settle, handover, placement plan.
+    node: ferrolb_speaker_core::Node,
+    /// Carries the node's actions out.
+    wire: Wire,
+    /// Asks the joiner to join the peers now.
+    rejoin: Arc<Notify>,
     problems: watch::Problems,
-    live: BTreeSet<String>,
     links: Vec<LinkInfo>,
+    /// API changes not yet handed to the node.
+    world_stale: bool,
     /// The last report wanted a write: the next tick checks again.
     report_pending: bool,
-    /// Members reported failed, and when that takes effect.
-    pending_failures: BTreeMap<String, Instant>,
-    /// After (re)gaining quorum, answer nothing until then.
-    settle_until: Option<Instant>,
-    /// Whether the last election let this speaker answer (quorum, settled).
-    answering: bool,
     /// When the last election ran, until the heap freed after it is handed back.
     busy_at: Option<Instant>,
     /// API changes seen and not yet acted on: when the gathering window closes.
@@ -175,18 +171,43 @@ pub async fn run(
         .await?,
     );
     // Keep joined: every TICK, join the peers that are not live members (after a partition heals,
-    // or when a node appears). Runs beside the loop so a slow join never delays a failover.
+    // or when a node appears). Runs beside the loop so a slow join never delays a failover. After
+    // a pause the loop asks for a join at once: the others declared this speaker dead meanwhile,
+    // and a join's push-pull tells them it lives within a round trip, so the interim owners'
+    // fail-back window and this speaker's settle start together.
+    let rejoin = Arc::new(Notify::new());
     let joiner = {
         let gossip = gossip.clone();
         let stores = stores.clone();
+        let rejoin = rejoin.clone();
         let (me, port) = (cli.node_name.clone(), cli.gossip_port);
         tokio::spawn(async move {
             loop {
                 let peers = peers(&stores, &me, ip, port);
                 gossip.join(&peers).await;
-                tokio::time::sleep(TICK).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(TICK) => {}
+                    _ = rejoin.notified() => {}
+                }
             }
         })
+    };
+    let config = Config {
+        failure_hold: Duration::from_millis(cli.failure_hold_ms),
+        detection_spread: node::detection_spread(timing.probe_interval),
+        settle: Duration::from_millis(cli.settle_ms),
+        handover_grace: Duration::from_millis(cli.handover_grace_ms),
+        options: Options {
+            exclude_cordoned: cli.exclude_cordoned,
+            exclude_not_ready: cli.exclude_not_ready,
+            sticky: cli.sticky,
+        },
+        excludes: cli.exclude_interfaces.clone(),
+        announce: Timing {
+            refresh: Duration::from_millis(cli.announce_refresh_ms),
+            ..Timing::default()
+        },
+        ..Config::default()
     };
     let mut sp = Speaker {
         cli,
@@ -194,26 +215,13 @@ pub async fn run(
         writer: Writer::new(client.clone(), &cli.node_name),
         stores,
         metrics,
-        membership: Membership::new(&cli.node_name),
-        dataplane: Dataplane::default(),
-        schedule: Schedule::new(Timing {
-            refresh: Duration::from_millis(cli.announce_refresh_ms),
-            ..Timing::default()
-        }),
-        opts: Options {
-            exclude_cordoned: cli.exclude_cordoned,
-            exclude_not_ready: cli.exclude_not_ready,
-            sticky: cli.sticky,
-        },
-        fenced: true,
-        decisions: Vec::new(),
+        node: ferrolb_speaker_core::Node::new(&cli.node_name, config),
+        wire: Wire::default(),
+        rejoin,
         problems: watch::Problems::default(),
-        live: BTreeSet::new(),
         links: Vec::new(),
+        world_stale: true,
         report_pending: true,
-        pending_failures: BTreeMap::new(),
-        settle_until: None,
-        answering: false,
         busy_at: None,
         api_due: None,
         last_pass: Duration::ZERO,
@@ -222,16 +230,9 @@ pub async fn run(
     info!(%ip, port = cli.gossip_port, "speaker running");
     let mut tick = tokio::time::interval(TICK);
     let signal = loop {
-        let deadline = sp
-            .schedule
-            .next_deadline()
-            .into_iter()
-            .chain(sp.pending_failures.values().copied())
-            .chain(sp.settle_until)
-            .chain(sp.api_due)
-            .min()
-            .map(tokio::time::Instant::from_std)
-            .unwrap_or_else(|| tokio::time::Instant::now() + TICK);
+        let wake_by = sp.node.idle(Instant::now());
+        let deadline =
+            tokio::time::Instant::from_std(sp.api_due.map_or(wake_by, |t| t.min(wake_by)));
         let mut wake = tokio::select! {
             _ = changed.notified() => {
                 let window = GATHER.max(sp.last_pass);
@@ -251,15 +252,14 @@ pub async fn run(
             sp.member(c, now);
             wake = Wake::Input;
         }
-        if sp.confirm_failures(now)
-            || sp.settle_until.is_some_and(|t| now >= t)
-            || sp.api_due.is_some_and(|t| now >= t)
-        {
+        if sp.api_due.is_some_and(|t| now >= t) {
             wake = Wake::Input;
         }
         if wake == Wake::Input {
             // This election covers every change seen so far.
-            sp.api_due = None;
+            if sp.api_due.take().is_some() {
+                sp.world_stale = true;
+            }
         }
         sp.pass(now, wake);
     };
@@ -270,233 +270,162 @@ pub async fn run(
     tokio::time::timeout(Duration::from_secs(2), gossip.leave(Duration::from_secs(1)))
         .await
         .ok();
-    tokio::time::sleep(Duration::from_millis(cli.handover_grace_ms)).await;
-    sp.dataplane.stop();
+    sp.node.leave(Instant::now());
+    while !sp.node.stopped() {
+        let now = Instant::now();
+        sp.node.tick(now);
+        let changes = drive(&mut sp.node, &mut sp.wire, now);
+        sp.log(&changes);
+        let next = sp.node.idle(now);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
+    }
+    let now = Instant::now();
+    sp.node.tick(now);
+    drive(&mut sp.node, &mut sp.wire, now);
     info!("stopped answering; bye");
     Ok(())
 }
 
 impl Speaker<'_> {
-    /// Applies a membership change. A failure is held for `--failure-hold-ms` first: a member that
-    /// comes back from a short isolation gossips the deaths it concluded while alone, and a healthy
-    /// member reported dead that way refutes it within tens of milliseconds (seen in the lab: 60 ms).
-    /// Acting at once would move its addresses away and back.
+    /// Hands a membership change to the node.
     fn member(&mut self, c: Change, now: Instant) {
         match &c {
-            Change::Alive(n) => {
-                if self.pending_failures.remove(n).is_some() {
-                    info!(node = %n, "member reported failed is alive again: nothing moves");
-                } else {
-                    info!(node = %n, "member alive");
-                }
-                self.membership.alive(n);
-            }
+            Change::Alive(n) => self.node.alive(n, now),
             Change::Failed(n) => {
-                self.pending_failures
-                    .entry(n.clone())
-                    .or_insert(now + Duration::from_millis(self.cli.failure_hold_ms));
+                info!(node = %n, "member reported failed: fencing counts it now, its addresses move after the takeover wait");
+                self.node.failed(n, now);
             }
-            Change::Leaving(n) => {
-                info!(node = %n, "member left gracefully");
-                self.pending_failures.remove(n);
-                self.membership.left(n);
-            }
+            Change::Leaving(n) => self.node.left(n, now),
         }
     }
 
-    /// Failures whose hold time is over take effect; whether any did.
-    fn confirm_failures(&mut self, now: Instant) -> bool {
-        let due: Vec<String> = self
-            .pending_failures
-            .iter()
-            .filter(|(_, t)| **t <= now)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in &due {
-            self.pending_failures.remove(n);
-            warn!(node = %n, "member failed");
-            self.membership.failed(n);
-        }
-        !due.is_empty()
-    }
-
-    /// One pass: elect, place, announce, report.
-    /// One pass. A deadline only sends the announcements due; an input (API or membership change)
-    /// re-elects; the housekeeping tick re-elects only when the interfaces changed, and retries
-    /// the reports.
+    /// One pass. An input (API or membership change) hands the node what changed; the
+    /// housekeeping tick re-reads the interfaces and retries the reports; every pass ticks the
+    /// node and carries out its actions (announcements due, elections, fencing, settles).
     fn pass(&mut self, now: Instant, wake: Wake) {
+        if self.world_stale {
+            self.world_stale = false;
+            let (world, problems) =
+                watch::world(&self.stores, self.cli.load_balancer_class.as_deref());
+            let previous = if self.cli.sticky {
+                watch::previous_owners(&self.stores)
+            } else {
+                BTreeMap::new()
+            };
+            self.node.set_world(world, previous);
+            self.problems = problems;
+        }
         if wake != Wake::Deadline {
             let links = links();
-            let mut grown = Vec::new();
-            let mut before = Placement::new();
-            let dirty = wake == Wake::Input || links != self.links;
-            if dirty {
-                self.links = links;
-                (grown, before) = self.decide(now);
-            }
-            // Reports are level-triggered against the cache; an idle tick re-checks them only when
-            // the last pass wanted a write (it may have failed).
-            if dirty || self.report_pending {
-                self.report_pending = self.report(&grown, &before);
-                self.report_pending |= self.advertisements();
-            }
-            if dirty {
-                self.last_pass = now.elapsed();
-                self.metrics
-                    .pass_seconds
-                    .observe(self.last_pass.as_secs_f64());
-            }
-            self.export();
-            // A quiet tick after elections (and the writes they started, whose echoes are
-            // elections too): the bursts are over, give their freed memory back.
-            if wake == Wake::Tick && self.busy_at.is_some_and(|t| now >= t + TICK) {
-                self.busy_at = None;
-                ferrolb_net::release_free_memory();
+            if links != self.links {
+                self.links = links.clone();
+                self.node.set_links(links);
             }
         }
-        for ip in self.schedule.due(now) {
-            self.dataplane.announce(ip);
+        let replanned = self.node.tick(now);
+        let changes = drive(&mut self.node, &mut self.wire, now);
+        self.log(&changes);
+        self.placement_metrics(&changes);
+        let dirty = replanned || !changes.placed.is_empty();
+        if dirty {
+            self.busy_at = Some(now);
+        }
+        // Reports are level-triggered against the cache; an idle tick re-checks them only when
+        // the last pass wanted a write (it may have failed).
+        if dirty || (wake != Wake::Deadline && self.report_pending) {
+            let gained: BTreeSet<IpAddr> = changes.gained.iter().copied().collect();
+            self.report_pending = self.report(&gained);
+            self.report_pending |= self.advertisements();
+        }
+        if dirty {
+            self.last_pass = now.elapsed();
+            self.metrics
+                .pass_seconds
+                .observe(self.last_pass.as_secs_f64());
+        }
+        if dirty || wake != Wake::Deadline {
+            self.export();
+        }
+        // A quiet tick after elections (and the writes they started, whose echoes are
+        // elections too): the bursts are over, give their freed memory back.
+        if wake == Wake::Tick && self.busy_at.is_some_and(|t| now >= t + TICK) {
+            self.busy_at = None;
+            ferrolb_net::release_free_memory();
         }
     }
 
-    /// Elects, places and schedules; returns the addresses whose interfaces grew and the
-    /// placement before, for the Events.
-    fn decide(&mut self, now: Instant) -> (Vec<IpAddr>, Placement) {
-        self.busy_at = Some(now);
-        let (world, problems) = watch::world(&self.stores, self.cli.load_balancer_class.as_deref());
-        // The API server's word that a failed member's node is gone or not Ready lets it leave the
-        // quorum's denominator (see ferrolb_speaker_core::membership).
-        for n in self.membership.names() {
-            let gone = world
-                .nodes
-                .get(&n)
-                .is_none_or(|node| node.ready != Some(true));
-            if gone {
-                self.membership.forget_if_failed(&n);
-            }
-        }
-        let live = self.membership.live();
-        // A speaker that has never seen another member while the API lists other Ready nodes has
-        // not joined yet (start-up) or cannot join (wrong key, gossip port blocked): alone it
-        // would elect itself owner of everything, so it answers nothing until it joins.
-        let others = world
-            .nodes
-            .iter()
-            .any(|(n, info)| *n != self.me && info.ready == Some(true));
-        let isolated = self.membership.known() == 1 && others;
-        let quorum = self.membership.has_quorum() && !isolated;
-        if quorum == self.fenced {
-            self.fenced = !quorum;
-            if !self.fenced {
-                // Coming out of isolation (or starting), this speaker's views are the least
-                // complete of all: members not heard from yet, API events not delivered yet. It
-                // holds no address, so waiting costs nothing; answering on a stale view would move
-                // addresses that live owners hold.
-                self.settle_until = Some(now + Duration::from_millis(self.cli.settle_ms));
-                info!(
-                    live = live.len(),
-                    known = self.membership.known(),
+    /// Logs the node's notices and what moved.
+    fn log(&self, changes: &ferrolb_speaker_core::dataplane::Changes) {
+        for n in &changes.notices {
+            match n {
+                Notice::MemberJoined { node } => info!(%node, "member alive"),
+                Notice::MemberRefuted { node } => {
+                    info!(%node, "member reported failed is alive again: nothing moves");
+                }
+                Notice::MemberFailed { node } => warn!(%node, "member failed"),
+                Notice::MemberLeft { node } => info!(%node, "member left gracefully"),
+                Notice::Settling { live, known } => info!(
+                    live,
+                    known,
                     settle_ms = self.cli.settle_ms,
                     "quorum: answering for owned addresses once the views settle"
-                );
-            } else if isolated {
-                warn!(
+                ),
+                Notice::QuorumLost { live, known } => warn!(
+                    live,
+                    known, "lost quorum: this speaker sees a minority and stops answering"
+                ),
+                Notice::Isolated => warn!(
                     "no other speaker has joined this one although the API lists other Ready nodes: not answering until gossip works (check the gossip port and key)"
-                );
-            } else {
-                warn!(
-                    live = live.len(),
-                    known = self.membership.known(),
-                    "lost quorum: this speaker sees a minority and stops answering"
-                );
-            }
-        }
-        let settled = self.settle_until.is_none_or(|t| now >= t);
-        if settled {
-            self.settle_until = None;
-        }
-        let quorum = quorum && settled;
-        self.answering = quorum;
-        let previous = if self.opts.sticky {
-            watch::previous_owners(&self.stores)
-        } else {
-            BTreeMap::new()
-        };
-        let decisions = elect(&world, &live, &previous, self.opts);
-        let links = &self.links;
-        let mut want = Placement::new();
-        if quorum {
-            for d in &decisions {
-                if d.owner.as_deref() != Ok(self.me.as_str()) {
-                    continue;
-                }
-                for ip in &d.ips {
-                    let c = choose(
-                        *ip,
-                        d.interfaces.as_ref(),
-                        links,
-                        &self.cli.exclude_interfaces,
+                ),
+                Notice::Paused { late } => {
+                    warn!(
+                        late_ms = late.as_millis(),
+                        "the process did not run (paused or stopped): not answering until the views settle again"
                     );
-                    if c.chosen.is_empty() {
-                        continue;
-                    }
-                    let mut chosen = c.chosen;
-                    chosen.sort_unstable();
-                    chosen.dedup();
-                    want.insert(*ip, chosen);
+                    self.rejoin.notify_one();
                 }
+                Notice::Stopped => info!("handover grace over"),
             }
         }
-        let before = self.dataplane.placement().clone();
-        let (grown, lost) = self.dataplane.apply(want);
-        let want = self.dataplane.placement();
-        // The announced gauge follows the placement: only changed addresses are touched.
-        for (ip, ifaces) in &before {
-            for i in ifaces {
-                if !want.get(ip).is_some_and(|w| w.contains(i)) {
-                    self.metrics.announced.remove(&AddressLabels {
-                        ip: ip.to_string(),
-                        interface: i.clone(),
-                    });
-                }
-            }
+        for ip in &changes.gained {
+            info!(%ip, ifaces = ?self.node.placement().get(ip), "gained address: announcing");
         }
-        for (ip, ifaces) in want {
-            for i in ifaces {
-                if !before.get(ip).is_some_and(|b| b.contains(i)) {
-                    self.metrics
-                        .announced
-                        .get_or_create(&AddressLabels {
-                            ip: ip.to_string(),
-                            interface: i.clone(),
-                        })
-                        .set(1);
-                }
-            }
-        }
-        for ip in &grown {
-            self.schedule.restart(*ip, now);
-            if !before.contains_key(ip) {
-                self.metrics.ownership_changes.inc();
-                info!(%ip, ifaces = ?want.get(ip), "gained address: announcing");
-            }
-        }
-        for ip in &lost {
-            self.schedule.lose(*ip);
-            self.metrics.ownership_changes.inc();
+        for ip in &changes.lost {
             info!(%ip, "lost address: no longer answering");
         }
-        self.decisions = decisions;
-        self.problems = problems;
-        self.live = live;
-        (grown, before)
+    }
+
+    /// The announced gauge follows the placement (what runs): only changed addresses are touched.
+    fn placement_metrics(&self, changes: &ferrolb_speaker_core::dataplane::Changes) {
+        for (ip, before, after) in &changes.placed {
+            for i in before.iter().filter(|i| !after.contains(i)) {
+                self.metrics.announced.remove(&AddressLabels {
+                    ip: ip.to_string(),
+                    interface: i.clone(),
+                });
+            }
+            for i in after.iter().filter(|i| !before.contains(i)) {
+                self.metrics
+                    .announced
+                    .get_or_create(&AddressLabels {
+                        ip: ip.to_string(),
+                        interface: i.clone(),
+                    })
+                    .set(1);
+            }
+        }
+        let moved = changes.gained.len() + changes.lost.len();
+        self.metrics
+            .ownership_changes
+            .inc_by(u64::try_from(moved).unwrap_or(u64::MAX));
     }
 
     /// Conditions and Events on Services; whether any write was wanted.
-    fn report(&self, grown: &[IpAddr], before: &Placement) -> bool {
+    fn report(&self, gained: &BTreeSet<IpAddr>) -> bool {
         let mut wrote = false;
-        let (decisions, live) = (&self.decisions, &self.live);
-        let placed = self.dataplane.placement();
+        let (decisions, live) = (self.node.decisions(), self.node.live());
+        let answering = self.node.answering();
+        let placed: &Placement = self.node.placement();
         let services: BTreeMap<String, Arc<watch::CachedService>> = self
             .stores
             .services
@@ -509,7 +438,7 @@ impl Speaker<'_> {
             let ips = ips.join(", ");
             let want = match &d.owner {
                 // Not answering (no quorum, settling): another speaker may hold it; say nothing.
-                Ok(o) if *o == self.me && !self.answering => continue,
+                Ok(o) if *o == self.me && !answering => continue,
                 Ok(o) if *o == self.me => {
                     let mut ifaces: Vec<String> = d
                         .ips
@@ -538,7 +467,7 @@ impl Speaker<'_> {
                 Ok(_) => continue,
                 Err(why) => {
                     // One reporter per group: the hash owner among live members.
-                    if !self.answering
+                    if !answering
                         || hash::owner(live.iter().map(String::as_str), d.key)
                             != Some(self.me.as_str())
                     {
@@ -551,10 +480,7 @@ impl Speaker<'_> {
                     }
                 }
             };
-            let gained = d
-                .ips
-                .iter()
-                .any(|ip| grown.contains(ip) && !before.contains_key(ip));
+            let gained = d.ips.iter().any(|ip| gained.contains(ip));
             for key in &d.services {
                 let Some(svc) = services.get(key) else {
                     continue;
@@ -587,7 +513,7 @@ impl Speaker<'_> {
     /// This node's entry in each advertisement's status; the reporter also writes the summary.
     fn advertisements(&self) -> bool {
         let mut wrote = false;
-        let (links, live, problems) = (&self.links, &self.live, &self.problems);
+        let (links, live, problems) = (&self.links, self.node.live(), &self.problems);
         let my_labels = self
             .stores
             .nodes
@@ -720,12 +646,14 @@ impl Speaker<'_> {
     }
 
     fn export(&self) {
-        let (m, live) = (&self.metrics, &self.live);
+        let (m, live) = (&self.metrics, self.node.live());
         m.members.set(i64::try_from(live.len()).unwrap_or(i64::MAX));
         m.known_members
-            .set(i64::try_from(self.membership.known()).unwrap_or(i64::MAX));
-        m.quorum.set(i64::from(!self.fenced));
-        for (iface, c) in self.dataplane.counters() {
+            .set(i64::try_from(self.node.membership().known()).unwrap_or(i64::MAX));
+        m.quorum.set(i64::from(self.node.quorum()));
+        m.too_few_speakers
+            .set(i64::from(!self.node.quorum_possible()));
+        for (iface, c) in self.wire.counters() {
             let l = InterfaceLabels { interface: iface };
             let set = |f: &prometheus_client::metrics::family::Family<
                 InterfaceLabels,

@@ -34,6 +34,14 @@ use crate::iface::Interface;
 /// How long the receive thread blocks before it looks at the stop flag: bounds how long `stop`
 /// waits, and costs two wake-ups a second on an idle link.
 pub const READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// A loop iteration this much longer than the read timeout allows means the process did not run
+/// (SIGSTOP, a paused VM): the requests queued in the socket meanwhile are stale, and the
+/// addresses may have moved to another node while this one slept.
+pub const PAUSED: Duration = Duration::from_millis(250);
+/// After a pause, frames are dropped for this long: the queue drains unanswered, and the speaker's
+/// loop, which notices the same pause on its next wake-up (at most 100 ms after it went to
+/// sleep), stops answering for every address until its view has settled.
+pub const PAUSE_DRAIN: Duration = Duration::from_millis(100);
 /// How long a send may wait for room in the socket's queue before it is reported as failed.
 pub const WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 /// How long `stop` waits for the thread: a read timeout and a write timeout, with margin.
@@ -355,8 +363,28 @@ fn receive_loop(shared: &Shared, mut rx: Box<dyn DataLinkReceiver>, fd: RawFd) {
     let span = tracing::info_span!("responder", iface = %shared.iface);
     let _enter = span.enter();
     let mut last_warning: Option<Instant> = None;
+    let mut read_done = Instant::now();
+    let mut drop_until: Option<Instant> = None;
     while !shared.stop.load(Ordering::Relaxed) {
-        match rx.next() {
+        // A read blocks for at most READ_TIMEOUT, and what happens between two reads takes
+        // microseconds (or READ_TIMEOUT after an error): much longer means the thread did not run.
+        let start = Instant::now();
+        let next = rx.next();
+        let done = Instant::now();
+        let stalled = done.duration_since(start).saturating_sub(READ_TIMEOUT)
+            + start.duration_since(read_done).saturating_sub(READ_TIMEOUT);
+        read_done = done;
+        if stalled > PAUSED {
+            warn!(
+                paused_ms = stalled.as_millis(),
+                "the process did not run: dropping the requests queued meanwhile"
+            );
+            drop_until = Some(done + PAUSE_DRAIN);
+        }
+        match next {
+            Ok(_) if drop_until.is_some_and(|t| done < t) => {
+                trace!("request queued during a pause dropped");
+            }
             Ok(frame) => handle(shared, frame, &mut last_warning),
             Err(e)
                 if matches!(

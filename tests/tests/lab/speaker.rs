@@ -473,3 +473,48 @@ fn sticky_mode_keeps_the_address_when_the_old_owner_returns() {
     let rec = tcp_get(&c.lab, Port::Client, SocketAddr::new(vip, BACKEND_PORT)).unwrap();
     assert_eq!(rec.node, Some(format!("node-{successor}")));
 }
+
+/// A frozen owner (its speaker SIGSTOPped, as a paused VM or a long stall) is replaced; when thawed
+/// it notices the clock jump and answers nothing stale: neither the ARP requests queued in its
+/// socket during the freeze nor a gratuitous ARP, until it has rejoined and settled and gets the
+/// address back make-before-break. (Before: it sent a gratuitous ARP 1.5 ms after the thaw and
+/// answered the requests queued during a 4 s freeze.)
+#[test]
+fn a_thawed_owner_answers_nothing_stale() {
+    let c = Cluster::start(3, &[]).unwrap();
+    apply(&c.env, &c.lab, &service_yaml("web", &[], "", BACKEND_PORT)).unwrap();
+    let vip = ip(&wait_ingress(&c.env, "default", "web", 1, WAIT).unwrap()[0]);
+    let owner = index_of(&c.announcer("web", WAIT).unwrap());
+    let speaker = c.speakers[owner - 1].as_ref().unwrap();
+    speaker.freeze().unwrap();
+    let frozen_at = std::time::Instant::now();
+    let successor = index_of(
+        &c.wait_announcer("web", Some(&format!("node-{owner}")), WAIT)
+            .unwrap_or_else(|e| panic!("{e}\n{}", c.logs())),
+    );
+    let capture = Capture::start(&c.lab, Port::Client, "tcpdump-client", "arp").unwrap();
+    // Requests during the freeze: the successor answers, the frozen responder queues them.
+    assert_eq!(answering(&c, vip), vec![successor], "{}", c.logs());
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(frozen_at.elapsed()));
+    speaker.thaw().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let frames = capture.stop().unwrap();
+    let mac = Port::Node(owner).mac();
+    let stale: Vec<&String> = frames
+        .iter()
+        .filter(|f| f.contains(&format!("{mac} >")) && f.contains(&vip.to_string()))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "stale frames after the thaw: {stale:#?}\n{}",
+        c.logs()
+    );
+    // Then it rejoins, settles and takes the address back; one node answers.
+    ferrolb_lab::cmd::wait_for(
+        "the thawed owner to take the address back",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || (answering(&c, vip) == vec![owner]).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+}
