@@ -5,8 +5,8 @@ source "$(dirname "$0")/env.sh"
 need_root "setup" "test"
 
 # Debian packages: the lab's tools (iproute2, nftables, setpriv from util-linux) and its
-# independent observers (arping, ndisc6, tcpdump, ss).
-pkgs=(iproute2 iputils-arping ndisc6 tcpdump nftables util-linux procps)
+# independent observers (arping, ndisc6, tcpdump, ss; python3 runs tests/tools/arp-sweep.py).
+pkgs=(iproute2 iputils-arping ndisc6 tcpdump nftables util-linux procps python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -15,3 +15,4 @@ mod faults;
 mod pool_schema;
 mod segment;
 mod speaker;
+mod speaker_faults;
