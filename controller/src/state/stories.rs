@@ -246,7 +246,12 @@ impl Sim {
 
     /// Ends the pass; the pool writes land.
     fn finish(&mut self) -> Option<PoolWrites> {
-        let out = self.core.finish(self.at(), WALL.parse().unwrap())?;
+        self.finish_at(WALL)
+    }
+
+    /// Ends the pass at time of day `wall`; the pool writes land.
+    fn finish_at(&mut self, wall: &str) -> Option<PoolWrites> {
+        let out = self.core.finish(self.at(), wall.parse().unwrap())?;
         for (name, status) in &out.writes {
             let p = self.pools.get_mut(name).unwrap();
             p.status = Some(status.clone());
@@ -854,6 +859,45 @@ fn an_invalid_pool_gets_the_invalid_condition() {
         )
     );
     assert_eq!(good.assigned.as_deref(), Some("1"));
+}
+
+/// A pool's conditions follow the API conventions: a condition's lastTransitionTime moves only
+/// when its status changes, not when its message does or another condition changes.
+#[test]
+fn a_pool_condition_keeps_its_transition_time_while_its_status_holds() {
+    let mut sim = Sim::start(
+        vec![fresh("ns/a")],
+        vec![pool("p", &["192.0.2.0/31"], "2026-01-01T00:00:00Z")],
+        &["ns"],
+    );
+    sim.pass();
+    let later = "2026-12-01T01:00:00Z";
+    sim.tick();
+    sim.apply(fresh("ns/b"));
+    let actions = sim.decide();
+    sim.land(&actions);
+    let pools = sim.finish_at(later).unwrap();
+    let (_, status) = &pools.writes[0];
+    let stamps: Vec<(&str, &str, String)> = status
+        .conditions
+        .iter()
+        .map(|c| {
+            (
+                c.type_.as_str(),
+                c.status.as_str(),
+                c.last_transition_time.0.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stamps,
+        vec![
+            ("Invalid", "False", WALL.into()),
+            ("Overlapping", "False", WALL.into()),
+            ("Exhausted", "True", later.into()),
+            ("Ready", "True", WALL.into()),
+        ]
+    );
 }
 
 /// A Service seen before its Namespace waits for it (the Namespace's labels may decide the
