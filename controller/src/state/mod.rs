@@ -498,7 +498,9 @@ impl Core {
                     action.write = Some(write(ips, Some(pool)));
                 }
                 Err(e) => {
-                    self.errors.push(reason_of(&e));
+                    // Counted by what the request met: a RequireDualStack request refused because a pool
+                    // is exhausted counts as `Exhausted`, as any other request would.
+                    self.errors.push(e.cause().reason());
                     // An address that left every pool leaves the Service when nothing can replace
                     // it; anything else it holds stays (a RequireDualStack Service keeps its other
                     // family and waits for the missing one).
@@ -661,20 +663,4 @@ pub fn list(ips: &[IpAddr]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn reason_of(e: &ferrolb_allocator::AllocError) -> &'static str {
-    use ferrolb_allocator::AllocError as E;
-    match e {
-        E::NoSuchPool(_) => "NoSuchPool",
-        E::RequestedOutsidePools(_)
-        | E::RequestedAvoidedAddress { .. }
-        | E::RequestedPoolNotAllowed { .. } => "RequestedOutsidePools",
-        E::RequestedInUse { .. } | E::SharingConflict { .. } => "AddressInUse",
-        E::Exhausted { .. } => "Exhausted",
-        E::NoPoolForFamily { .. }
-        | E::RequireDualStackUnsatisfiable { .. }
-        | E::RequestedFamilyNotInPolicy { .. } => "NoPoolForFamily",
-        _ => "Other",
-    }
 }
