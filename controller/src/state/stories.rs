@@ -11,6 +11,7 @@ use ferrolb_crds::{IPAddressPool, IPAddressPoolSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{Value, json};
 
+use super::mirror::Object;
 use super::*;
 
 /// The time of day that stamps changed conditions.
@@ -111,7 +112,7 @@ fn warning(reason: &'static str, note: &str) -> Option<Event> {
 fn summary(actions: &[Action]) -> Vec<Summary> {
     actions
         .iter()
-        .map(|a| (a.key.clone(), a.write.clone(), a.event.clone()))
+        .map(|a| (a.key.to_string(), a.write.clone(), a.event.clone()))
         .collect()
 }
 
@@ -145,7 +146,7 @@ impl Sim {
         let now = sim.t0;
         sim.core.input(Input::Service(Watch::Init), now);
         for s in services {
-            sim.services.insert(Mirror::name(&s), s.clone());
+            sim.services.insert(s.key().to_string(), s.clone());
             sim.core.input(Input::Service(Watch::InitApply(s)), now);
         }
         sim.core.input(Input::Service(Watch::InitDone), now);
@@ -155,7 +156,7 @@ impl Sim {
         );
         sim.core.input(Input::Pool(Watch::Init), now);
         for p in pools {
-            sim.pools.insert(Mirror::name(&p), p.clone());
+            sim.pools.insert(p.key(), p.clone());
             sim.core.input(Input::Pool(Watch::InitApply(p)), now);
         }
         sim.core.input(Input::Pool(Watch::InitDone), now);
@@ -182,7 +183,7 @@ impl Sim {
 
     /// A Service is created or changed.
     fn apply(&mut self, svc: Service) {
-        self.services.insert(Mirror::name(&svc), svc.clone());
+        self.services.insert(svc.key().to_string(), svc.clone());
         self.core
             .input(Input::Service(Watch::Apply(svc)), self.at());
     }
@@ -196,7 +197,7 @@ impl Sim {
 
     /// A pool is created or its spec changed.
     fn apply_pool(&mut self, p: IPAddressPool) {
-        self.pools.insert(Mirror::name(&p), p.clone());
+        self.pools.insert(p.key(), p.clone());
         self.core.input(Input::Pool(Watch::Apply(p)), self.at());
     }
 
@@ -215,7 +216,7 @@ impl Sim {
                 continue;
             };
             self.core.service_done(&a.key, a.since, Outcome::Written);
-            let mut svc = self.services[&a.key].clone();
+            let mut svc = self.services[&a.key.to_string()].clone();
             let ingress = w
                 .ips
                 .iter()
