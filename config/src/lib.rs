@@ -4,6 +4,7 @@
 //! derived with kube's `derive` feature only), never a client or a runtime.
 
 pub mod addresses;
+pub mod conditions;
 pub mod l2;
 pub mod pool;
 pub mod selector;

@@ -80,17 +80,29 @@ impl Elector {
         }
     }
 
-    /// Returns once this candidate holds the lease.
-    pub async fn acquire(&self) {
+    /// Returns once this candidate holds the lease. After every round lost, `standby` is told
+    /// whether the API server answered it: a standby that reads the lease is healthy (its client
+    /// works), one that cannot is not. Readiness follows health, not leadership (issue 11): with
+    /// a standby that never reports Ready a 2-replica Deployment never becomes Available.
+    pub async fn acquire(&self, mut standby: impl FnMut(bool)) {
+        let mut waiting = false;
         loop {
             match self.try_once().await {
                 Ok(true) => {
                     info!(lease = %self.config.name, identity = %self.config.identity, "became leader");
                     return;
                 }
-                Ok(false) => debug!(lease = %self.config.name, "lease held by another candidate"),
+                Ok(false) => {
+                    if !waiting {
+                        info!(lease = %self.config.name, identity = %self.config.identity, "standing by: the lease is held by another candidate");
+                        waiting = true;
+                    }
+                    debug!(lease = %self.config.name, "lease held by another candidate");
+                    standby(true);
+                }
                 Err(e) => {
-                    warn!(lease = %self.config.name, error = %e, "lease acquisition failed, retrying")
+                    warn!(lease = %self.config.name, error = %e, "lease acquisition failed, retrying");
+                    standby(false);
                 }
             }
             tokio::time::sleep(self.config.retry_period).await;

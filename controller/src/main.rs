@@ -109,7 +109,13 @@ async fn main() -> anyhow::Result<()> {
         class: cli.load_balancer_class.clone(),
     };
     let work = async {
-        elector.acquire().await;
+        // Ready means healthy, not leading (issue 11): a standby whose lease reads reach the API
+        // server is ready, so both replicas of the Deployment are and it becomes Available.
+        // Leadership is the `ferrolb_controller_leader` gauge and the "became leader" log line.
+        elector.acquire(|healthy| metrics.set_ready(healthy)).await;
+        // A new leader is ready again once its watches are synced and the allocator rebuilt
+        // from the Services' status (`run::run`): until then it cannot decide anything.
+        metrics.set_ready(false);
         metrics.leader.set(1);
         let writer = status::Writer::new(client.clone(), &identity);
         tokio::select! {

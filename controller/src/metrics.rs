@@ -82,7 +82,8 @@ impl Metrics {
         })
     }
 
-    /// Marks the process ready (`/readyz` answers 200).
+    /// Marks the process ready (`/readyz` answers 200): healthy, as a leader whose watches are
+    /// synced or as a standby that reaches the API server. Leadership is [`Metrics::leader`].
     pub fn set_ready(&self, ready: bool) {
         self.health.set_ready(ready);
     }

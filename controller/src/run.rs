@@ -15,10 +15,12 @@
 
 use std::fmt::Display;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
 use ferrolb_daemon::service::CachedService as Service;
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use k8s_openapi::jiff::Timestamp;
@@ -26,7 +28,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Api, Client};
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels};
 use crate::state::{self, Action, Core, Input, Outcome, StatusWrite, Watch, list};
@@ -153,6 +155,30 @@ fn slim(svc: &mut Service) {
     }
 }
 
+/// One watch as a stream of inputs inside its own span (`watch`, with the `kind` watched): what
+/// kube's watcher logs while it is polled, and its failures, carry the kind. A failed watch is
+/// logged here and retried by the watcher with backoff; the loop sees only inputs.
+fn watch_span(
+    kind: &'static str,
+    mut watch: BoxStream<'static, Result<Input, watcher::Error>>,
+) -> BoxStream<'static, Input> {
+    let span = info_span!("watch", kind);
+    stream::poll_fn(move |cx| {
+        let _in_span = span.enter();
+        loop {
+            match watch.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(input))) => return Poll::Ready(Some(input)),
+                Poll::Ready(Some(Err(e))) => {
+                    warn!(error = %e, "watch failed; retrying with backoff")
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .boxed()
+}
+
 /// Settings of the loop.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -178,8 +204,13 @@ pub async fn run(
     let namespaces = watcher::watcher(Api::<Namespace>::all(client), cfg)
         .default_backoff()
         .map(|r| r.map(|ev| Input::Namespace(ev.into())));
-    let mut inputs = stream::select_all([services.boxed(), pools.boxed(), namespaces.boxed()]);
+    let mut inputs = stream::select_all([
+        watch_span("Service", services.boxed()),
+        watch_span("IPAddressPool", pools.boxed()),
+        watch_span("Namespace", namespaces.boxed()),
+    ]);
     let mut core = Core::new(settings.class);
+    let mut pass: u64 = 0;
     loop {
         // With work left over (a failed write, a Service waiting for a free address), wake up
         // after RETRY even if no watch event comes: the watcher has no periodic resync.
@@ -203,20 +234,28 @@ pub async fn run(
                 _ => break,
             }
         }
-        for input in batch {
-            match input {
-                Ok(i) => core.input(i, Instant::now()),
-                Err(e) => warn!(error = %e, "watch failed; retrying with backoff"),
+        pass += 1;
+        // One span per pass: what the core logs while it takes the batch in and decides, and
+        // what the writes log, carry the pass number.
+        let span = info_span!("reconcile", pass, inputs = batch.len());
+        let ready = span.in_scope(|| {
+            for input in batch {
+                core.input(input, Instant::now());
             }
+            if !core.synced() {
+                return false;
+            }
+            if !core.restored() {
+                core.restore(Instant::now());
+                metrics.set_ready(true);
+            }
+            true
+        });
+        if ready {
+            reconcile(&mut core, &writer, &metrics)
+                .instrument(span)
+                .await;
         }
-        if !core.synced() {
-            continue;
-        }
-        if !core.restored() {
-            core.restore(Instant::now());
-            metrics.set_ready(true);
-        }
-        reconcile(&mut core, &writer, &metrics).await;
     }
     anyhow::bail!("watch streams ended")
 }

@@ -157,3 +157,141 @@ fn no_pool_for_family(pool: Option<&PoolName>, family: Family) -> String {
         None => format!("no pool this service may use has {family} addresses"),
     }
 }
+
+impl AllocError {
+    /// Why the request was refused, as one CamelCase word (a metric label, a machine-readable
+    /// reason). Every variant has its own, and the match has no wildcard arm, so a new variant
+    /// cannot be added without one. `RequestedInUse` is `AddressInUse`, the name the controller's
+    /// error metric has always used for it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AllocError::NoSuchPool(_) => "NoSuchPool",
+            AllocError::RequestedOutsidePools(_) => "RequestedOutsidePools",
+            AllocError::RequestedAvoidedAddress { .. } => "RequestedAvoidedAddress",
+            AllocError::RequestedPoolNotAllowed { .. } => "RequestedPoolNotAllowed",
+            AllocError::RequestedInUse { .. } => "AddressInUse",
+            AllocError::SharingConflict { .. } => "SharingConflict",
+            AllocError::Exhausted { .. } => "Exhausted",
+            AllocError::NoPoolForFamily { .. } => "NoPoolForFamily",
+            AllocError::TwoAddressesOfOneFamily { .. } => "TwoAddressesOfOneFamily",
+            AllocError::RequireDualStackUnsatisfiable { .. } => "RequireDualStackUnsatisfiable",
+            AllocError::RequestedFamilyNotInPolicy { .. } => "RequestedFamilyNotInPolicy",
+            AllocError::NothingToRestore(_) => "NothingToRestore",
+        }
+    }
+
+    /// The error at the bottom: what made a RequireDualStack request unsatisfiable (an exhausted
+    /// pool counts as `Exhausted` whichever request met it), else the error itself.
+    pub fn cause(&self) -> &AllocError {
+        let mut e = self;
+        while let AllocError::RequireDualStackUnsatisfiable { source, .. } = e {
+            e = source;
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// One error of every variant.
+    fn every_variant() -> Vec<AllocError> {
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let pool = PoolName::new("p");
+        let svc = ServiceKey::new("ns", "a");
+        vec![
+            AllocError::NoSuchPool(pool.clone()),
+            AllocError::RequestedOutsidePools(ip),
+            AllocError::RequestedAvoidedAddress {
+                ip,
+                pool: pool.clone(),
+            },
+            AllocError::RequestedPoolNotAllowed {
+                ip,
+                pool: pool.clone(),
+            },
+            AllocError::RequestedInUse {
+                ip,
+                holder: Holder::Service(svc.clone()),
+            },
+            AllocError::SharingConflict {
+                ip,
+                holder: Holder::Service(svc.clone()),
+                reason: SharingConflict::RequesterNotSharing,
+            },
+            AllocError::Exhausted {
+                pool: None,
+                family: Family::V4,
+            },
+            AllocError::NoPoolForFamily {
+                pool: Some(pool),
+                family: Family::V6,
+            },
+            AllocError::TwoAddressesOfOneFamily {
+                family: Family::V4,
+                first: ip,
+                second: ip,
+            },
+            AllocError::RequireDualStackUnsatisfiable {
+                missing: Family::V6,
+                source: Box::new(AllocError::Exhausted {
+                    pool: None,
+                    family: Family::V6,
+                }),
+            },
+            AllocError::RequestedFamilyNotInPolicy {
+                ip,
+                policy: FamilyPolicy::SingleStack(Family::V6),
+            },
+            AllocError::NothingToRestore(svc),
+        ]
+    }
+
+    /// The position of `e`'s variant in the declaration. No wildcard arm: a new variant fails to
+    /// compile here until `every_variant` has one of it.
+    fn variant(e: &AllocError) -> usize {
+        match e {
+            AllocError::NoSuchPool(_) => 0,
+            AllocError::RequestedOutsidePools(_) => 1,
+            AllocError::RequestedAvoidedAddress { .. } => 2,
+            AllocError::RequestedPoolNotAllowed { .. } => 3,
+            AllocError::RequestedInUse { .. } => 4,
+            AllocError::SharingConflict { .. } => 5,
+            AllocError::Exhausted { .. } => 6,
+            AllocError::NoPoolForFamily { .. } => 7,
+            AllocError::TwoAddressesOfOneFamily { .. } => 8,
+            AllocError::RequireDualStackUnsatisfiable { .. } => 9,
+            AllocError::RequestedFamilyNotInPolicy { .. } => 10,
+            AllocError::NothingToRestore(_) => 11,
+        }
+    }
+
+    #[test]
+    fn every_variant_has_its_own_camel_case_reason() {
+        let all = every_variant();
+        let variants: BTreeSet<usize> = all.iter().map(variant).collect();
+        assert_eq!(variants, (0..12).collect(), "one error of every variant");
+        let reasons: BTreeSet<&str> = all.iter().map(AllocError::reason).collect();
+        assert_eq!(reasons.len(), all.len(), "{reasons:?}");
+        for r in reasons {
+            let mut chars = r.chars();
+            assert!(
+                chars.next().is_some_and(|c| c.is_ascii_uppercase())
+                    && chars.all(|c| c.is_ascii_alphanumeric()),
+                "{r} is not CamelCase"
+            );
+        }
+    }
+
+    #[test]
+    fn the_cause_of_an_unsatisfiable_dual_stack_request_is_what_it_met() {
+        let all = every_variant();
+        let dual = &all[9];
+        assert_eq!(dual.reason(), "RequireDualStackUnsatisfiable");
+        assert_eq!(dual.cause().reason(), "Exhausted");
+        assert_eq!(all[6].cause(), &all[6]);
+    }
+}

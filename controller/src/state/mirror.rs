@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use ferrolb_crds::IPAddressPool;
 use ferrolb_daemon::service::CachedService;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::ObjectKey;
 
 /// One event of a watch, as a value (the runtime converts kube's `watcher::Event` into it).
 #[derive(Debug, Clone)]
@@ -29,33 +30,42 @@ pub enum Watch<K> {
 
 /// An API object the cache can key.
 pub trait Object {
-    /// Its metadata.
-    fn meta(&self) -> &ObjectMeta;
+    /// What it is keyed by: its name, or its [`ObjectKey`] when it is namespaced.
+    type Key: Ord + Clone + std::fmt::Debug;
+
+    /// Its key.
+    fn key(&self) -> Self::Key;
 }
 
 impl Object for CachedService {
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
+    type Key = ObjectKey;
+
+    fn key(&self) -> ObjectKey {
+        ObjectKey::of(&self.metadata)
     }
 }
 
 impl Object for IPAddressPool {
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
+    type Key = String;
+
+    fn key(&self) -> String {
+        self.metadata.name.clone().unwrap_or_default()
     }
 }
 
 impl Object for Namespace {
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
+    type Key = String;
+
+    fn key(&self) -> String {
+        self.metadata.name.clone().unwrap_or_default()
     }
 }
 
 /// A kind's objects, with the buffer of a re-list in progress.
 #[derive(Debug)]
-pub(crate) struct Mirror<K> {
-    pub(crate) objects: BTreeMap<String, K>,
-    relist: Option<BTreeMap<String, K>>,
+pub(crate) struct Mirror<K: Object> {
+    pub(crate) objects: BTreeMap<K::Key, K>,
+    relist: Option<BTreeMap<K::Key, K>>,
     pub(crate) synced: bool,
 }
 
@@ -68,25 +78,16 @@ impl<K: Object> Mirror<K> {
         }
     }
 
-    /// `namespace/name`, or `name` for a cluster-scoped object.
-    pub(crate) fn name(obj: &K) -> String {
-        let meta = obj.meta();
-        match &meta.namespace {
-            Some(ns) => format!("{ns}/{}", meta.name.as_deref().unwrap_or("")),
-            None => meta.name.clone().unwrap_or_default(),
-        }
-    }
-
     /// Applies one event; returns the keys whose object changed or disappeared.
-    pub(crate) fn apply(&mut self, ev: Watch<K>) -> Vec<String> {
+    pub(crate) fn apply(&mut self, ev: Watch<K>) -> Vec<K::Key> {
         match ev {
             Watch::Apply(o) => {
-                let k = Self::name(&o);
+                let k = o.key();
                 self.objects.insert(k.clone(), o);
                 vec![k]
             }
             Watch::Delete(o) => {
-                let k = Self::name(&o);
+                let k = o.key();
                 self.objects.remove(&k);
                 vec![k]
             }
@@ -96,7 +97,7 @@ impl<K: Object> Mirror<K> {
             }
             Watch::InitApply(o) => {
                 if let Some(buf) = self.relist.as_mut() {
-                    buf.insert(Self::name(&o), o);
+                    buf.insert(o.key(), o);
                 }
                 vec![]
             }

@@ -19,6 +19,7 @@
 //!
 //! While [`Core::pending`], the runtime runs a pass after `RETRY` even without a watch event.
 
+mod key;
 mod mirror;
 mod pool_status;
 
@@ -39,6 +40,7 @@ use tracing::{debug, info, warn};
 
 use crate::model::{self, Pools, Want};
 
+pub use key::ObjectKey;
 pub use mirror::Watch;
 pub use pool_status::PoolGauge;
 
@@ -92,8 +94,8 @@ pub struct StatusWrite {
 /// controller's peak memory (heaptrack).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Action {
-    /// The Service, `namespace/name`.
-    pub key: String,
+    /// The Service.
+    pub key: ObjectKey,
     /// The Service, for the Event.
     pub reference: ObjectReference,
     /// When the change was first seen (the allocation latency runs from here).
@@ -151,11 +153,11 @@ pub struct Core {
     invalid: BTreeMap<String, Vec<FieldError>>,
     report: PoolsReport,
     restored: bool,
-    dirty: BTreeMap<String, Instant>,
+    dirty: BTreeMap<ObjectKey, Instant>,
     pools_dirty: bool,
-    last_event: BTreeMap<String, String>,
+    last_event: BTreeMap<ObjectKey, String>,
     /// Services whose allocation failed; retried whenever an address is freed.
-    waiting: BTreeSet<String>,
+    waiting: BTreeSet<ObjectKey>,
     /// An address was freed in this pass.
     freed: bool,
     /// Reasons of refused requests, since the last [`Core::decide`] returned them.
@@ -221,10 +223,7 @@ impl Core {
             Input::Namespace(ev) => {
                 let changed = self.namespaces.apply(ev);
                 for svc in self.services.objects.keys() {
-                    if changed
-                        .iter()
-                        .any(|ns| svc.split('/').next() == Some(ns.as_str()))
-                    {
+                    if changed.contains(&svc.namespace) {
                         self.dirty.entry(svc.clone()).or_insert(now);
                     }
                 }
@@ -268,7 +267,7 @@ impl Core {
     /// Call it once, when [`Core::synced`] first holds; returns how many Services were restored.
     pub fn restore(&mut self, now: Instant) -> usize {
         self.load_pools(now);
-        let mut order: Vec<(&Service, String)> = self
+        let mut order: Vec<(&Service, ObjectKey)> = self
             .services
             .objects
             .iter()
@@ -321,7 +320,7 @@ impl Core {
     }
 
     /// Records what carrying out the [`Action`] of Service `key`, first seen at `since`, did.
-    pub fn service_done(&mut self, key: &str, since: Instant, outcome: Outcome) {
+    pub fn service_done(&mut self, key: &ObjectKey, since: Instant, outcome: Outcome) {
         match outcome {
             Outcome::NoWrite => {}
             Outcome::Written => {
@@ -332,7 +331,7 @@ impl Core {
             Outcome::Failed => {
                 self.pools_dirty = true;
                 // Retried at the next pass: the next watch event, or after RETRY.
-                self.dirty.insert(key.to_string(), since);
+                self.dirty.insert(key.clone(), since);
                 self.last_event.remove(key);
             }
         }
@@ -374,9 +373,9 @@ impl Core {
     }
 
     /// What to do for one Service.
-    fn decide_one(&mut self, k: &str, since: Instant) -> Option<Action> {
+    fn decide_one(&mut self, k: &ObjectKey, since: Instant) -> Option<Action> {
         let Some(svc) = self.services.objects.get(k).cloned() else {
-            let key = service_key(k);
+            let key = k.service();
             let released = self.allocator.release(&key);
             if !released.is_empty() {
                 info!(service = %k, ?released, "Service deleted: addresses released");
@@ -389,13 +388,13 @@ impl Core {
             return None;
         };
         let key = model::key(&svc);
-        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let ns = &k.namespace;
         // A Service can be seen before its (new) Namespace: deciding without the Namespace's
         // labels could pick a pool its selectors exclude and move the address a moment later.
         // Wait for the Namespace (retried every RETRY).
-        let Some(namespace) = self.namespaces.objects.get(&ns) else {
+        let Some(namespace) = self.namespaces.objects.get(ns) else {
             debug!(service = %k, namespace = %ns, "Namespace not seen yet; waiting");
-            self.dirty.insert(k.to_string(), since);
+            self.dirty.insert(k.clone(), since);
             return None;
         };
         let ns_labels = namespace.metadata.labels.clone().unwrap_or_default();
@@ -409,7 +408,7 @@ impl Core {
         let shown = svc.ips();
         let pool_now = model::status_pool(&svc);
         let mut action = Action {
-            key: k.to_string(),
+            key: k.clone(),
             reference: object_ref(&svc),
             since,
             write: None,
@@ -498,12 +497,14 @@ impl Core {
                     action.write = Some(write(ips, Some(pool)));
                 }
                 Err(e) => {
-                    self.errors.push(reason_of(&e));
+                    // Counted by what the request met: a RequireDualStack request refused because a pool
+                    // is exhausted counts as `Exhausted`, as any other request would.
+                    self.errors.push(e.cause().reason());
                     // An address that left every pool leaves the Service when nothing can replace
                     // it; anything else it holds stays (a RequireDualStack Service keeps its other
                     // family and waits for the missing one).
                     debug!(service = %k, error = %e, "allocation failed; waiting for a free address");
-                    self.waiting.insert(k.to_string());
+                    self.waiting.insert(k.clone());
                     let released = self.allocator.release_stranded(&key);
                     self.hold_released(k, &key, &released, sharing);
                     let (ips, pool) = self.held(&key);
@@ -551,7 +552,7 @@ impl Core {
     /// with them.
     fn hold_released(
         &mut self,
-        k: &str,
+        k: &ObjectKey,
         key: &ServiceKey,
         ips: &[IpAddr],
         sharing: Option<Sharing>,
@@ -565,8 +566,8 @@ impl Core {
     }
 
     /// Frees what Service `k` released: its status no longer shows it.
-    fn free_released(&mut self, k: &str) {
-        let held = self.allocator.free_releases(&service_key(k));
+    fn free_released(&mut self, k: &ObjectKey) {
+        let held = self.allocator.free_releases(&k.service());
         if held.is_empty() {
             return;
         }
@@ -578,7 +579,7 @@ impl Core {
     }
 
     /// [`Core::free_released`] when the status `shown` has none of what `k` released.
-    fn free_released_unless_shown(&mut self, k: &str, key: &ServiceKey, shown: &[IpAddr]) {
+    fn free_released_unless_shown(&mut self, k: &ObjectKey, key: &ServiceKey, shown: &[IpAddr]) {
         let still_shown = self.allocator.releases(key).any(|ip| shown.contains(&ip));
         if !still_shown {
             self.free_released(k);
@@ -605,7 +606,7 @@ impl Core {
     /// An Event to publish, unless it repeats the last one for this Service.
     fn event(
         &mut self,
-        k: &str,
+        k: &ObjectKey,
         type_: EventType,
         reason: &'static str,
         note: String,
@@ -618,7 +619,7 @@ impl Core {
             EventType::Warning => warn!(service = %k, reason, %note, "event"),
             EventType::Normal => debug!(service = %k, reason, %note, "event"),
         }
-        self.last_event.insert(k.to_string(), line);
+        self.last_event.insert(k.clone(), line);
         Some(Event {
             type_,
             reason,
@@ -640,12 +641,6 @@ pub fn object_ref(svc: &Service) -> ObjectReference {
     }
 }
 
-/// The allocator's key of the Service `k` (`namespace/name`).
-fn service_key(k: &str) -> ServiceKey {
-    let (ns, name) = k.split_once('/').unwrap_or(("", k));
-    ServiceKey::new(ns, name)
-}
-
 /// The addresses of `shown` that are not in `held`.
 fn missing_from(shown: &[IpAddr], held: &[IpAddr]) -> Vec<IpAddr> {
     shown
@@ -661,20 +656,4 @@ pub fn list(ips: &[IpAddr]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn reason_of(e: &ferrolb_allocator::AllocError) -> &'static str {
-    use ferrolb_allocator::AllocError as E;
-    match e {
-        E::NoSuchPool(_) => "NoSuchPool",
-        E::RequestedOutsidePools(_)
-        | E::RequestedAvoidedAddress { .. }
-        | E::RequestedPoolNotAllowed { .. } => "RequestedOutsidePools",
-        E::RequestedInUse { .. } | E::SharingConflict { .. } => "AddressInUse",
-        E::Exhausted { .. } => "Exhausted",
-        E::NoPoolForFamily { .. }
-        | E::RequireDualStackUnsatisfiable { .. }
-        | E::RequestedFamilyNotInPolicy { .. } => "NoPoolForFamily",
-        _ => "Other",
-    }
 }

@@ -3,9 +3,9 @@
 use std::net::IpAddr;
 
 use ferrolb_allocator::{Allocator, Family, FamilyStats, PoolName, PoolsReport};
+use ferrolb_config::conditions;
 use ferrolb_config::pool::FieldError;
 use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::model::Pools;
@@ -32,7 +32,7 @@ pub(crate) struct Facts<'a> {
 }
 
 /// The status `obj` should have, and its gauges (none while the pool is not used). `wall` stamps
-/// conditions whose status changed.
+/// conditions whose status changed ([`conditions::condition`], shared with the speaker).
 pub(crate) fn pool_status(
     obj: &IPAddressPool,
     facts: &Facts<'_>,
@@ -156,10 +156,10 @@ pub(crate) fn pool_status(
     status.conditions = conds
         .into_iter()
         .map(|(type_, on, reason, message)| {
-            condition(
+            conditions::condition(
                 &old.conditions,
                 type_,
-                on,
+                on.into(),
                 reason,
                 message,
                 generation,
@@ -176,32 +176,6 @@ fn gauge(pool: &str, family: Family, stats: FamilyStats) -> PoolGauge {
         family,
         size: stats.assigned + stats.available,
         in_use: stats.assigned,
-    }
-}
-
-/// A condition, keeping the previous transition time when its status did not change.
-fn condition(
-    old: &[Condition],
-    type_: &str,
-    on: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    wall: Timestamp,
-) -> Condition {
-    let status = if on { "True" } else { "False" };
-    let last_transition_time = old
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(wall));
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time,
     }
 }
 

@@ -11,6 +11,7 @@ use ferrolb_crds::{IPAddressPool, IPAddressPoolSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{Value, json};
 
+use super::mirror::Object;
 use super::*;
 
 /// The time of day that stamps changed conditions.
@@ -111,7 +112,7 @@ fn warning(reason: &'static str, note: &str) -> Option<Event> {
 fn summary(actions: &[Action]) -> Vec<Summary> {
     actions
         .iter()
-        .map(|a| (a.key.clone(), a.write.clone(), a.event.clone()))
+        .map(|a| (a.key.to_string(), a.write.clone(), a.event.clone()))
         .collect()
 }
 
@@ -145,7 +146,7 @@ impl Sim {
         let now = sim.t0;
         sim.core.input(Input::Service(Watch::Init), now);
         for s in services {
-            sim.services.insert(Mirror::name(&s), s.clone());
+            sim.services.insert(s.key().to_string(), s.clone());
             sim.core.input(Input::Service(Watch::InitApply(s)), now);
         }
         sim.core.input(Input::Service(Watch::InitDone), now);
@@ -155,7 +156,7 @@ impl Sim {
         );
         sim.core.input(Input::Pool(Watch::Init), now);
         for p in pools {
-            sim.pools.insert(Mirror::name(&p), p.clone());
+            sim.pools.insert(p.key(), p.clone());
             sim.core.input(Input::Pool(Watch::InitApply(p)), now);
         }
         sim.core.input(Input::Pool(Watch::InitDone), now);
@@ -182,7 +183,7 @@ impl Sim {
 
     /// A Service is created or changed.
     fn apply(&mut self, svc: Service) {
-        self.services.insert(Mirror::name(&svc), svc.clone());
+        self.services.insert(svc.key().to_string(), svc.clone());
         self.core
             .input(Input::Service(Watch::Apply(svc)), self.at());
     }
@@ -196,7 +197,7 @@ impl Sim {
 
     /// A pool is created or its spec changed.
     fn apply_pool(&mut self, p: IPAddressPool) {
-        self.pools.insert(Mirror::name(&p), p.clone());
+        self.pools.insert(p.key(), p.clone());
         self.core.input(Input::Pool(Watch::Apply(p)), self.at());
     }
 
@@ -215,7 +216,7 @@ impl Sim {
                 continue;
             };
             self.core.service_done(&a.key, a.since, Outcome::Written);
-            let mut svc = self.services[&a.key].clone();
+            let mut svc = self.services[&a.key.to_string()].clone();
             let ingress = w
                 .ips
                 .iter()
@@ -246,7 +247,12 @@ impl Sim {
 
     /// Ends the pass; the pool writes land.
     fn finish(&mut self) -> Option<PoolWrites> {
-        let out = self.core.finish(self.at(), WALL.parse().unwrap())?;
+        self.finish_at(WALL)
+    }
+
+    /// Ends the pass at time of day `wall`; the pool writes land.
+    fn finish_at(&mut self, wall: &str) -> Option<PoolWrites> {
+        let out = self.core.finish(self.at(), wall.parse().unwrap())?;
         for (name, status) in &out.writes {
             let p = self.pools.get_mut(name).unwrap();
             p.status = Some(status.clone());
@@ -854,6 +860,45 @@ fn an_invalid_pool_gets_the_invalid_condition() {
         )
     );
     assert_eq!(good.assigned.as_deref(), Some("1"));
+}
+
+/// A pool's conditions follow the API conventions: a condition's lastTransitionTime moves only
+/// when its status changes, not when its message does or another condition changes.
+#[test]
+fn a_pool_condition_keeps_its_transition_time_while_its_status_holds() {
+    let mut sim = Sim::start(
+        vec![fresh("ns/a")],
+        vec![pool("p", &["192.0.2.0/31"], "2026-01-01T00:00:00Z")],
+        &["ns"],
+    );
+    sim.pass();
+    let later = "2026-12-01T01:00:00Z";
+    sim.tick();
+    sim.apply(fresh("ns/b"));
+    let actions = sim.decide();
+    sim.land(&actions);
+    let pools = sim.finish_at(later).unwrap();
+    let (_, status) = &pools.writes[0];
+    let stamps: Vec<(&str, &str, String)> = status
+        .conditions
+        .iter()
+        .map(|c| {
+            (
+                c.type_.as_str(),
+                c.status.as_str(),
+                c.last_transition_time.0.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stamps,
+        vec![
+            ("Invalid", "False", WALL.into()),
+            ("Overlapping", "False", WALL.into()),
+            ("Exhausted", "True", later.into()),
+            ("Ready", "True", WALL.into()),
+        ]
+    );
 }
 
 /// A Service seen before its Namespace waits for it (the Namespace's labels may decide the

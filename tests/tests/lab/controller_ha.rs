@@ -8,9 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ferrolb_lab::daemons::{
-    ControllerOptions, apply, installed_cluster, lease_holder, service_yaml, start_controller,
-    wait_event, wait_ingress, wait_leader,
+    ControllerOptions, apply, http_get, installed_cluster, lease_holder, service_yaml,
+    start_controller, wait_event, wait_ingress, wait_leader,
 };
+use ferrolb_lab::netns::Port;
 use ferrolb_lab::{KubeEnv, cmd};
 
 fn assignments(env: &KubeEnv) -> BTreeMap<String, String> {
@@ -29,6 +30,79 @@ fn burst(range: std::ops::Range<usize>) -> String {
     range
         .map(|i| service_yaml(&format!("burst-{i:03}"), &[], v6, 80))
         .collect()
+}
+
+/// Waits until `GET path` on the controller whose metrics are served at `addr` answers with a
+/// status line starting `status` and a body with a line equal to `line` (any line when empty).
+fn wait_http(lab: &ferrolb_lab::Lab, addr: &str, path: &str, status: &str, line: &str) {
+    cmd::wait_for(
+        &format!("GET {addr}{path}: {status} with line {line:?}"),
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let got = http_get(lab, Port::Api, addr, path).ok()?;
+            (got.starts_with(status) && (line.is_empty() || got.lines().any(|l| l.trim() == line)))
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}; last answer:\n{}",
+            http_get(lab, Port::Api, addr, path).unwrap_or_else(|e| format!("{e:#}"))
+        )
+    });
+}
+
+/// Issue 11: Ready means healthy, not leading. A 2-replica Deployment becomes Available only when
+/// both replicas are Ready, and a rolling update waits for it; the standby must be Ready too.
+/// Leadership shows in the `ferrolb_controller_leader` gauge. When the leader goes, the standby
+/// takes over and stays Ready.
+#[test]
+fn leader_and_standby_are_both_ready_and_the_leader_metric_tells_them_apart() {
+    let (lab, env) = installed_cluster().unwrap();
+    let (a_addr, b_addr) = ("127.0.0.1:7472", "127.0.0.1:7473");
+    let opts = |identity: &str, addr: &str| ControllerOptions {
+        identity: identity.into(),
+        extra_args: vec!["--metrics-bind-address".into(), addr.into()],
+        ..Default::default()
+    };
+    let mut a = start_controller(&lab, &env, &opts("controller-a", a_addr)).unwrap();
+    wait_leader(&env, Some("controller-a")).unwrap();
+    let b = start_controller(&lab, &env, &opts("controller-b", b_addr)).unwrap();
+
+    for addr in [a_addr, b_addr] {
+        wait_http(&lab, addr, "/readyz", "HTTP/1.0 200", "ok");
+    }
+    wait_http(
+        &lab,
+        a_addr,
+        "/metrics",
+        "HTTP/1.0 200",
+        "ferrolb_controller_leader 1",
+    );
+    wait_http(
+        &lab,
+        b_addr,
+        "/metrics",
+        "HTTP/1.0 200",
+        "ferrolb_controller_leader 0",
+    );
+    assert_eq!(lease_holder(&env), "controller-a");
+    assert!(b.log_text().contains("standing by"), "{}", b.log_text());
+
+    // The leader hands over on SIGTERM: the standby leads, and is ready once its watches synced.
+    let status = a.terminate(Duration::from_secs(5)).unwrap();
+    assert!(status.success(), "{status}");
+    wait_leader(&env, Some("controller-b")).unwrap();
+    wait_http(
+        &lab,
+        b_addr,
+        "/metrics",
+        "HTTP/1.0 200",
+        "ferrolb_controller_leader 1",
+    );
+    wait_http(&lab, b_addr, "/readyz", "HTTP/1.0 200", "ok");
+    assert!(b.log_text().contains("became leader"), "{}", b.log_text());
 }
 
 #[test]
