@@ -1,7 +1,14 @@
 //! Leader election over a `coordination.k8s.io/v1` Lease, as client-go's leaderelection does it:
 //! the holder renews `renewTime` every `retry_period`; anyone may take the lease once
 //! `renewTime + leaseDurationSeconds` has passed; every write carries the `resourceVersion` it read,
-//! so two candidates can never both win one round. kube-runtime has no leader election.
+//! so two candidates can never both win one round.
+//!
+//! Why hand-written: kube-runtime has no leader election, and the `kube-leader-election` crate
+//! (read at its `src/lease.rs`) judges expiry by comparing the holder's `renewTime`, written from
+//! the holder's wall clock, with its own `Utc::now()`, and takes an expired lease with a merge
+//! patch that carries no `resourceVersion`: clock skew between nodes, or two candidates in one
+//! round, could make two leaders. Here expiry is measured on this process's monotonic clock from
+//! when the record was last seen to change, and every write is conditional.
 //!
 //! One writer per fact: the controller writes nothing before [`Elector::acquire`] returns, and when
 //! [`Elector::hold`] returns the lease is lost and the process stops writing (it exits, and its

@@ -6,6 +6,12 @@
 //! request (RFC 826) or a Neighbor Solicitation (RFC 4861 §4.3). It reads every field through
 //! bounds-checked accessors and never panics, whatever the input (see the property and fuzz tests).
 //!
+//! Why by hand, not with `pnet_packet`'s packet types (which the tests use as the independent
+//! decoder of what these builders send): its NDP option parsing computes an option's byte length
+//! from the 8-bit length field sent by the peer, and that arithmetic can overflow and panic on a
+//! hostile frame; this parser must take any frame the segment delivers, so every length here is
+//! checked before it is used.
+//!
 //! Choices, with their sources:
 //! - **Gratuitous ARP from others is not a request.** An ARP request whose sender and target IP
 //!   are equal is an announcement (RFC 5227 §2.3, §3); [`parse`] returns `Ok(None)`, so a speaker
