@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
 
+use ferrolb_config::conditions;
 use ferrolb_crds::L2Advertisement;
 use ferrolb_daemon::Events;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Client, Resource};
@@ -105,20 +105,27 @@ impl Writer {
         // while this node was cut off, say) fails with a conflict instead of overwriting what the
         // current owner wrote since.
         let version = svc.metadata.resource_version.clone();
+        let existing = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
         let this = self.clone();
         let permits = self.permits.clone();
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
             // The reply is read as a CachedService too: only the cached fields are allocated.
             let api: Api<CachedService> = Api::namespaced(this.client.clone(), &ns);
-            let cond = Condition {
-                type_: ANNOUNCED.into(),
-                status: if want.status { "True" } else { "False" }.into(),
-                reason: want.reason.clone(),
-                message: want.message.clone(),
-                last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
-                observed_generation: None,
-            };
+            // lastTransitionTime moves only when the status does (API conventions).
+            let cond = conditions::condition(
+                &existing,
+                ANNOUNCED,
+                want.status.into(),
+                &want.reason,
+                want.message.clone(),
+                None,
+                k8s_openapi::jiff::Timestamp::now(),
+            );
             let body = json!({
                 "apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": name, "namespace": ns, "resourceVersion": version},
@@ -195,22 +202,28 @@ impl Writer {
         }
         let this = self.clone();
         let generation = adv.metadata.generation;
+        let existing = adv
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
         let permits = self.permits.clone();
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
             let api: Api<L2Advertisement> = Api::all(this.client.clone());
             let (status, reason, message) = match valid {
-                Ok(()) => ("True", "Valid", "the spec is valid".to_string()),
-                Err(m) => ("False", "Invalid", m),
+                Ok(()) => (true, "Valid", "the spec is valid".to_string()),
+                Err(m) => (false, "Invalid", m),
             };
-            let cond = Condition {
-                type_: "Valid".into(),
-                status: status.into(),
-                reason: reason.into(),
+            let cond = conditions::condition(
+                &existing,
+                "Valid",
+                status.into(),
+                reason,
                 message,
-                last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
-                observed_generation: generation,
-            };
+                generation,
+                k8s_openapi::jiff::Timestamp::now(),
+            );
             let body = json!({
                 "apiVersion": "ferrolb.io/v1alpha1", "kind": "L2Advertisement",
                 "metadata": {"name": name},

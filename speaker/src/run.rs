@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use ferrolb_config::conditions;
 use ferrolb_crds::{L2Advertisement, L2NodeStatus};
 use ferrolb_speaker_core::interfaces::LinkInfo;
 use ferrolb_speaker_core::node::{self, Config, Notice};
 use ferrolb_speaker_core::schedule::Timing;
 use ferrolb_speaker_core::{NoOwner, Options, Placement, drive, hash};
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::Client;
 use kube::runtime::events::EventType;
 use tokio::sync::Notify;
@@ -597,14 +597,16 @@ impl Speaker<'_> {
                 self.writer
                     .event(adv.as_ref(), EventType::Warning, reason, message.clone());
             }
-            entry.conditions = vec![Condition {
-                type_: "InterfacesReady".into(),
-                status: status.into(),
-                reason: reason.into(),
+            let shown = current.map(|c| c.conditions.as_slice()).unwrap_or_default();
+            entry.conditions = vec![conditions::condition(
+                shown,
+                "InterfacesReady",
+                (status == "True").into(),
+                reason,
                 message,
-                last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
-                observed_generation: adv.metadata.generation,
-            }];
+                adv.metadata.generation,
+                k8s_openapi::jiff::Timestamp::now(),
+            )];
             self.writer.advertisement_entry(&adv, entry);
         }
         wrote
