@@ -98,6 +98,10 @@ pub fn failover(
             for i in 1..=3 {
                 c.wait_members(i, 3)?;
             }
+            // The returning node settles (1 s) before it takes its addresses back, and the interim
+            // owner answers until then (make-before-break): without this wait the next trial can
+            // pick the interim owner as "the owner" and kill it just as the address moves away.
+            std::thread::sleep(Duration::from_millis(1500));
         }
         samples.sort_unstable();
         out.push(Outages { death, samples });
