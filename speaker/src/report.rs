@@ -105,27 +105,23 @@ impl Writer {
         // while this node was cut off, say) fails with a conflict instead of overwriting what the
         // current owner wrote since.
         let version = svc.metadata.resource_version.clone();
-        let existing = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default();
+        // lastTransitionTime moves only when the status does (API conventions).
+        let existing = svc.status.as_ref().and_then(|s| s.conditions.as_deref());
+        let cond = conditions::condition(
+            existing.unwrap_or_default(),
+            ANNOUNCED,
+            want.status.into(),
+            &want.reason,
+            want.message.clone(),
+            None,
+            k8s_openapi::jiff::Timestamp::now(),
+        );
         let this = self.clone();
         let permits = self.permits.clone();
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
             // The reply is read as a CachedService too: only the cached fields are allocated.
             let api: Api<CachedService> = Api::namespaced(this.client.clone(), &ns);
-            // lastTransitionTime moves only when the status does (API conventions).
-            let cond = conditions::condition(
-                &existing,
-                ANNOUNCED,
-                want.status.into(),
-                &want.reason,
-                want.message.clone(),
-                None,
-                k8s_openapi::jiff::Timestamp::now(),
-            );
             let body = json!({
                 "apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": name, "namespace": ns, "resourceVersion": version},
@@ -201,29 +197,24 @@ impl Writer {
             return;
         }
         let this = self.clone();
-        let generation = adv.metadata.generation;
-        let existing = adv
-            .status
-            .as_ref()
-            .map(|s| s.conditions.clone())
-            .unwrap_or_default();
+        let (status, reason, message) = match valid {
+            Ok(()) => (true, "Valid", "the spec is valid".to_string()),
+            Err(m) => (false, "Invalid", m),
+        };
+        let existing = adv.status.as_ref().map(|s| s.conditions.as_slice());
+        let cond = conditions::condition(
+            existing.unwrap_or_default(),
+            "Valid",
+            status.into(),
+            reason,
+            message,
+            adv.metadata.generation,
+            k8s_openapi::jiff::Timestamp::now(),
+        );
         let permits = self.permits.clone();
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
             let api: Api<L2Advertisement> = Api::all(this.client.clone());
-            let (status, reason, message) = match valid {
-                Ok(()) => (true, "Valid", "the spec is valid".to_string()),
-                Err(m) => (false, "Invalid", m),
-            };
-            let cond = conditions::condition(
-                &existing,
-                "Valid",
-                status.into(),
-                reason,
-                message,
-                generation,
-                k8s_openapi::jiff::Timestamp::now(),
-            );
             let body = json!({
                 "apiVersion": "ferrolb.io/v1alpha1", "kind": "L2Advertisement",
                 "metadata": {"name": name},

@@ -57,6 +57,8 @@ pub struct ProbeSpec {
 /// most `timeout / interval + 1` requests are in flight, each on its own thread.
 pub fn run(spec: &ProbeSpec, out: &mut impl Write) -> anyhow::Result<()> {
     let count = spec.count.min(MAX_PROBES);
+    // At least 1 ms apart, so that at most `timeout / interval + 1` threads are ever in flight.
+    let interval = spec.interval.max(Duration::from_millis(1));
     let start = Instant::now();
     let (tx, rx) = std::sync::mpsc::channel::<ProbeRecord>();
     let mut write = |rec: ProbeRecord| -> anyhow::Result<()> {
@@ -65,7 +67,7 @@ pub fn run(spec: &ProbeSpec, out: &mut impl Write) -> anyhow::Result<()> {
         Ok(())
     };
     for seq in 0..count {
-        let due = start + spec.interval * seq;
+        let due = start + interval * seq;
         // Wait for the due time, printing what finished meanwhile.
         while let Some(wait) = due.checked_duration_since(Instant::now()) {
             match rx.recv_timeout(wait) {

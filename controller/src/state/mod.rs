@@ -288,7 +288,7 @@ impl Core {
             }
             match self
                 .allocator
-                .restore(model::key(svc), ips.clone(), model::sharing(svc))
+                .restore(k.service(), ips.clone(), model::sharing(svc))
             {
                 Ok(_) => restored += 1,
                 Err(e) => {
@@ -387,7 +387,7 @@ impl Core {
             self.free_released(k);
             return None;
         };
-        let key = model::key(&svc);
+        let key = k.service();
         let ns = &k.namespace;
         // A Service can be seen before its (new) Namespace: deciding without the Namespace's
         // labels could pick a pool its selectors exclude and move the address a moment later.

@@ -238,6 +238,16 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A vote request of candidate `from` to `to` in `term` (Raft §5.2).
+    fn vote_request(from: u64, to: u64, term: u64) -> raft::prelude::Message {
+        let mut m = raft::prelude::Message::default();
+        m.set_msg_type(raft::prelude::MessageType::MsgRequestVote);
+        m.from = from;
+        m.to = to;
+        m.term = term;
+        m
+    }
+
     #[test]
     fn a_raft_node_restarted_on_its_storage_keeps_its_vote() {
         let dir = tempdir("vote");
@@ -254,12 +264,7 @@ mod tests {
             let s = DiskStorage::open(&dir, &[1, 2, 3]).unwrap();
             let mut node = raft::RawNode::new(&config, s, &logger).unwrap();
             // A vote request of candidate 2 in term 7 (Raft §5.2): granted and persisted.
-            let mut m = raft::prelude::Message::default();
-            m.set_msg_type(raft::prelude::MessageType::MsgRequestVote);
-            m.from = 2;
-            m.to = 1;
-            m.term = 7;
-            node.step(m).unwrap();
+            node.step(vote_request(2, 1, 7)).unwrap();
             let rd = node.ready();
             let hs = rd.hs().unwrap().clone();
             assert_eq!((hs.term, hs.vote), (7, 2));
@@ -270,12 +275,7 @@ mod tests {
         let mut node = raft::RawNode::new(&config, s, &logger).unwrap();
         assert_eq!((node.raft.term, node.raft.vote), (7, 2));
         // Candidate 3 asks for a vote in the same term: refused, the vote was cast.
-        let mut m = raft::prelude::Message::default();
-        m.set_msg_type(raft::prelude::MessageType::MsgRequestVote);
-        m.from = 3;
-        m.to = 1;
-        m.term = 7;
-        node.step(m).unwrap();
+        node.step(vote_request(3, 1, 7)).unwrap();
         let rd = node.ready();
         let reply = rd
             .messages()
