@@ -42,6 +42,13 @@ type options struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "cert" {
+		if err := certCommand(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "kube-env cert: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o options
 	flag.StringVar(&o.dataDir, "data-dir", "", "directory for etcd data, certificates and keys (required)")
 	flag.StringVar(&o.bind, "bind", "127.0.0.1", "address the kube-apiserver listens and advertises on")
@@ -240,4 +247,75 @@ func writePKI(dir string, o options) error {
 		}
 	}
 	return nil
+}
+
+// certCommand signs a client certificate with the CA in --pki (written by a kube-env start):
+// `kube-env cert --pki DIR --cn system:node:node-1 --org system:nodes --out PREFIX` writes
+// PREFIX.crt and PREFIX.key.
+func certCommand(args []string) error {
+	fs := flag.NewFlagSet("cert", flag.ContinueOnError)
+	pki := fs.String("pki", "", "directory holding ca.crt and ca.key (required)")
+	cn := fs.String("cn", "", "common name: the user name the API server sees (required)")
+	org := fs.String("org", "", "organisation: the group the API server sees")
+	out := fs.String("out", "", "path prefix of the .crt and .key files to write (required)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *pki == "" || *cn == "" || *out == "" {
+		return fmt.Errorf("--pki, --cn and --out are required")
+	}
+	caPEM, err := os.ReadFile(filepath.Join(*pki, "ca.crt"))
+	if err != nil {
+		return err
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(*pki, "ca.key"))
+	if err != nil {
+		return err
+	}
+	caBlock, _ := pem.Decode(caPEM)
+	keyBlock, _ := pem.Decode(keyPEM)
+	if caBlock == nil || keyBlock == nil {
+		return fmt.Errorf("%s holds no PEM CA certificate and key", *pki)
+	}
+	ca, err := x509.ParseCertificate(caBlock.Bytes)
+	if err != nil {
+		return err
+	}
+	caKey, err := x509.ParseECPrivateKey(keyBlock.Bytes)
+	if err != nil {
+		return err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return err
+	}
+	subject := pkix.Name{CommonName: *cn}
+	if *org != "" {
+		subject.Organization = []string{*org}
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      subject,
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(7 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(*out+".crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(*out+".key", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
 }

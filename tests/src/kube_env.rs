@@ -22,6 +22,15 @@ pub const API_PORT: u16 = 6443;
 /// How long a cold start (etcd + apiserver bootstrap) may take on a loaded 2-core machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How to start the API server beyond the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct KubeEnvOptions {
+    /// `--service-cluster-ip-range` (default: kube-env's, 192.0.2.128/25 and 2001:db8:ffff::/108).
+    pub service_cidr: Option<String>,
+    /// More IP addresses or names in the serving certificate.
+    pub extra_sans: Vec<String>,
+}
+
 /// A running kube-apiserver + etcd. Stopped when dropped (before the lab it lives in).
 #[derive(Debug)]
 pub struct KubeEnv {
@@ -37,6 +46,12 @@ impl KubeEnv {
     /// Builds (if needed) and starts the API server in `lab`'s `api` namespace, waits until
     /// `/readyz` answers, and writes the kubeconfigs.
     pub fn start(lab: &Lab) -> anyhow::Result<KubeEnv> {
+        KubeEnv::start_with(lab, &KubeEnvOptions::default())
+    }
+
+    /// [`KubeEnv::start`] with another service CIDR or more names in the serving certificate
+    /// (the cluster lab's `kubernetes` Service IP).
+    pub fn start_with(lab: &Lab, options: &KubeEnvOptions) -> anyhow::Result<KubeEnv> {
         let bin = build()?;
         let dir = lab.dir().join("kube");
         std::fs::create_dir_all(&dir)?;
@@ -44,9 +59,11 @@ impl KubeEnv {
         let bin = bin.to_string_lossy().into_owned();
         let data = dir.to_string_lossy().into_owned();
         let bind = API_V4.to_string();
-        let san = API_V6.to_string();
+        let mut sans = vec![API_V6.to_string()];
+        sans.extend(options.extra_sans.iter().cloned());
+        let san = sans.join(",");
         let port = API_PORT.to_string();
-        let argv: Vec<String> = [
+        let mut argv: Vec<String> = [
             &bin,
             "--data-dir",
             &data,
@@ -62,6 +79,9 @@ impl KubeEnv {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(cidr) = &options.service_cidr {
+            argv.extend(["--service-cidr".to_string(), cidr.clone()]);
+        }
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
         let child = lab.spawn(Port::Api, "kube-apiserver", &refs)?;
         let forwarder = Forwarder::start(
@@ -244,6 +264,19 @@ static BUILD: Mutex<()> = Mutex::new(());
 /// Builds the kube-env binary when it is missing or older than its Go sources (through
 /// `tests/scripts/build-kube-env.sh`, the one build recipe); returns its path.
 pub fn build() -> anyhow::Result<PathBuf> {
+    run_build_script("kube-env")?;
+    Ok(crate::target_dir().join("kube-env").join("kube-env"))
+}
+
+/// Builds the cluster lab's parts (kubelet, kube-proxy, kube-controller-manager, kube-scheduler,
+/// labpod and its image) when stale, and kube-env itself; returns the directory holding them.
+pub fn build_cluster() -> anyhow::Result<PathBuf> {
+    build()?;
+    run_build_script("cluster")?;
+    Ok(crate::target_dir().join("kube-env"))
+}
+
+fn run_build_script(what: &str) -> anyhow::Result<()> {
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let out_dir = crate::target_dir().join("kube-env");
     std::fs::create_dir_all(&out_dir)?;
@@ -253,13 +286,14 @@ pub fn build() -> anyhow::Result<PathBuf> {
         .context("locking target/kube-env")?;
     let script = crate::workspace_root().join("tests/scripts/build-kube-env.sh");
     let status = std::process::Command::new(&script)
+        .arg(what)
         .env("CARGO_TARGET_DIR", crate::target_dir())
         .status()
         .with_context(|| format!("running {}", script.display()))?;
     if !status.success() {
-        bail!("building tests/kube-env failed ({status}); is Go installed?");
+        bail!("building tests/kube-env ({what}) failed ({status}); is Go installed?");
     }
-    Ok(out_dir.join("kube-env"))
+    Ok(())
 }
 
 fn random_token() -> anyhow::Result<String> {

@@ -15,6 +15,7 @@
 
 pub mod bench;
 pub mod bench_speaker;
+pub mod cluster_lab;
 pub mod cmd;
 pub mod daemons;
 pub mod forward;
@@ -25,6 +26,7 @@ pub mod probe;
 pub mod process;
 pub mod speakers;
 
+pub use cluster_lab::ClusterLab;
 pub use kube_env::KubeEnv;
 pub use netns::{Lab, LabConfig, Port};
 pub use process::LabChild;

@@ -347,6 +347,60 @@ impl Lab {
         self.spawner.spawn(name, &self.netns(port), argv, env, &log)
     }
 
+    /// Starts a long-running process in `port`'s network namespace only (`nsenter --net`),
+    /// with the host's mounts: see [`crate::process::Enter::NetworkOnly`].
+    pub fn spawn_network_only(
+        &self,
+        port: Port,
+        name: &str,
+        argv: &[&str],
+    ) -> anyhow::Result<LabChild> {
+        let log = self.dir.join(format!("{name}.log"));
+        self.spawner.spawn_with(
+            name,
+            &self.netns(port),
+            crate::process::Enter::NetworkOnly,
+            argv,
+            &[],
+            &log,
+        )
+    }
+
+    /// Removes node `port`'s local VIP routes (the kube-proxy emulation): the cluster lab's nodes
+    /// run the real kube-proxy, which forwards VIP traffic with nftables and must not find the
+    /// VIPs local.
+    pub fn remove_vip_routes(&self, port: Port) -> anyhow::Result<()> {
+        let ns = self.netns(port);
+        cmd::run(&[
+            "ip",
+            "-n",
+            &ns,
+            "route",
+            "del",
+            "local",
+            VIP_RANGE_V4,
+            "dev",
+            "lo",
+            "table",
+            "local",
+        ])?;
+        cmd::run(&[
+            "ip",
+            "-n",
+            &ns,
+            "-6",
+            "route",
+            "del",
+            "local",
+            VIP_RANGE_V6,
+            "dev",
+            "lo",
+            "table",
+            "local",
+        ])?;
+        Ok(())
+    }
+
     /// Brings the switch side of `port`'s cable down or up: the port's host drops off the segment
     /// (a dead node, as seen by everyone else) or comes back.
     pub fn set_link(&self, port: Port, up: bool) -> anyhow::Result<()> {
@@ -491,6 +545,11 @@ impl Lab {
                 errors.push(format!("{ns}: {e:#}"));
             }
         }
+        // What the cluster lab's containers mounted below the run directory (root filesystems,
+        // pod network namespaces) goes before the directory does.
+        if let Err(e) = unmount_under(&self.dir) {
+            errors.push(format!("{}: {e:#}", self.dir.display()));
+        }
         // FERROLB_KEEP_LAB_LOGS=1 keeps logs and data for debugging (the network is removed).
         if std::env::var_os("FERROLB_KEEP_LAB_LOGS").is_some() {
             eprintln!("lab logs kept in {}", self.dir.display());
@@ -588,15 +647,70 @@ pub fn sweep_stale() -> Vec<String> {
             }
         }
     }
+    removed.extend(crate::cluster_lab::sweep_stale_cgroups(|name| {
+        owner_pid(name).is_some_and(|p| !alive(p))
+    }));
     if let Ok(entries) = std::fs::read_dir(runs_dir()) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if owner_pid(&name).is_some_and(|p| !alive(p)) {
+                let _ = unmount_under(&e.path());
+                crate::cluster_lab::remove_host_leftovers(&e.path());
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }
     removed
+}
+
+/// Unmounts (lazily, deepest first) everything mounted at or below `dir`: the overlay root
+/// filesystems and network-namespace files containerd made for the cluster lab's pods.
+pub fn unmount_under(dir: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut points: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|p| p == &prefix || p.starts_with(&format!("{prefix}/")))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    points.dedup();
+    let mut errors = Vec::new();
+    for p in points {
+        if let Err(e) = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH)
+            && e != nix::errno::Errno::EINVAL
+        {
+            errors.push(format!("{p}: {e}"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        bail!("unmounting: {}", errors.join("; "))
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && let Ok(v) = std::str::from_utf8(&b[i + 1..i + 4])
+                .map_err(|_| ())
+                .and_then(|o| u8::from_str_radix(o, 8).map_err(|_| ()))
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Removes every lab namespace and run directory, whoever made it (`ferrolb-lab clean`).
@@ -607,6 +721,8 @@ pub fn sweep_all() -> Vec<String> {
             removed.push(ns);
         }
     }
+    removed.extend(crate::cluster_lab::sweep_stale_cgroups(|_| true));
+    let _ = unmount_under(&runs_dir());
     let _ = std::fs::remove_dir_all(runs_dir());
     removed
 }
@@ -643,6 +759,12 @@ mod tests {
         assert_eq!(Port::Api.v4(), API_V4);
         assert_eq!(Port::Client.v6(), CLIENT_V6);
         assert_eq!(Port::Node(MAX_NODES).v4(), Ipv4Addr::new(192, 0, 2, 50));
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_read() {
+        assert_eq!(unescape_mountinfo("/tmp/a\\040b"), "/tmp/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
     }
 
     #[test]

@@ -18,6 +18,17 @@ use nix::unistd::Pid;
 
 type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
 
+/// How a child enters its network namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enter {
+    /// `ip netns exec`: a private mount namespace whose `/sys` shows the namespace's interfaces.
+    IpNetnsExec,
+    /// `nsenter --net`: the network namespace only, the host's mounts unchanged. For the cluster
+    /// lab's containerd and kubelet, which need the host's `/sys/fs/cgroup` (that `ip netns
+    /// exec` hides under a fresh sysfs) and must see the mounts each other make.
+    NetworkOnly,
+}
+
 /// The thread every lab child is forked from (see the module documentation).
 #[derive(Debug)]
 pub struct Spawner {
@@ -51,26 +62,42 @@ impl Spawner {
         env: &[(&str, &str)],
         log: &Path,
     ) -> anyhow::Result<LabChild> {
+        self.spawn_with(name, netns, Enter::IpNetnsExec, argv, env, log)
+    }
+
+    /// [`Spawner::spawn`], entering the namespace as `enter` says.
+    pub fn spawn_with(
+        &self,
+        name: &str,
+        netns: &str,
+        enter: Enter,
+        argv: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> anyhow::Result<LabChild> {
         let file = File::options()
             .create(true)
             .append(true)
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
-        let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            netns,
-            "setpriv",
-            "--pdeathsig",
-            "KILL",
-            "--",
-        ])
-        .args(argv)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file);
+        let mut cmd = match enter {
+            Enter::IpNetnsExec => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns]);
+                c
+            }
+            Enter::NetworkOnly => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{netns}"));
+                c
+            }
+        };
+        cmd.args(["setpriv", "--pdeathsig", "KILL", "--"])
+            .args(argv)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
         let (reply_tx, reply_rx) = mpsc::channel();
         self.tx
             .as_ref()

@@ -8,6 +8,7 @@
 
 mod api_server;
 mod cleanup;
+mod cluster;
 mod control_plane;
 mod controller;
 mod controller_ha;
