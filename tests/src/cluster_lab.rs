@@ -46,17 +46,23 @@ pub const CLUSTER_CIDR: &str = "192.0.2.128/26";
 /// The lab's own image: `labpod pause` (the sandbox) and `labpod serve` (the sample application).
 pub const LABPOD_IMAGE: &str = "lab.ferrolb.io/labpod:1";
 /// The sample application: a Deployment of `labpod serve` pods (each answers every TCP
-/// connection with its node's name) behind a LoadBalancer Service on port 80.
+/// connection with its node's name), one per node (topology spread), behind two LoadBalancer
+/// Services on port 80: `hello` (externalTrafficPolicy Cluster) and `hello-local` (Local).
 pub const SAMPLE_APP: &str = "apiVersion: apps/v1
 kind: Deployment
 metadata: {name: hello, namespace: default}
 spec:
-  replicas: 2
+  replicas: 3
   selector: {matchLabels: {app: hello}}
   template:
     metadata: {labels: {app: hello}}
     spec:
       terminationGracePeriodSeconds: 2
+      topologySpreadConstraints:
+        - maxSkew: 1
+          topologyKey: kubernetes.io/hostname
+          whenUnsatisfiable: DoNotSchedule
+          labelSelector: {matchLabels: {app: hello}}
       containers:
         - name: hello
           image: lab.ferrolb.io/labpod:1
@@ -81,12 +87,51 @@ spec:
   type: LoadBalancer
   selector: {app: hello}
   ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hello-local, namespace: default}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {app: hello}
+  ports: [{port: 80, targetPort: 8080}]
 ";
 
 /// containerd's namespace for images the kubelet sees (CRI).
 const CRI_NAMESPACE: &str = "k8s.io";
 /// How long nodes may take to register and report Ready on a loaded 2-core machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// ferrolb's images (OCI archives of `ghcr.io/ferrolb/ferrolb-{controller,speaker}:0.1.0`), built
+/// by `tests/scripts/images.sh` when stale, as `make images` builds them. `FERROLB_IMAGES_DIR`
+/// names a directory holding them instead (images built elsewhere).
+pub fn ferrolb_images() -> anyhow::Result<Vec<PathBuf>> {
+    let dir = match std::env::var_os("FERROLB_IMAGES_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let script = crate::workspace_root().join("tests/scripts/images.sh");
+            let status = std::process::Command::new(&script)
+                .env("CARGO_TARGET_DIR", crate::target_dir())
+                .status()
+                .with_context(|| format!("running {}", script.display()))?;
+            if !status.success() {
+                bail!("{} failed ({status})", script.display());
+            }
+            crate::target_dir().join("images")
+        }
+    };
+    let images: Vec<PathBuf> = ["ferrolb-controller", "ferrolb-speaker"]
+        .iter()
+        .map(|n| dir.join(format!("{n}.oci.tar")))
+        .collect();
+    for i in &images {
+        if !i.exists() {
+            bail!("image archive {} is missing", i.display());
+        }
+    }
+    Ok(images)
+}
 
 /// Pod CIDR of node `i` (1-based).
 pub fn pod_cidr(i: usize) -> String {
@@ -176,6 +221,54 @@ impl ClusterLab {
         cluster.wait_nodes_ready()?;
         lap("nodes Ready");
         Ok(cluster)
+    }
+
+    /// Applies a YAML document with the real kubectl; returns what it printed.
+    pub fn apply(&self, yaml: &str) -> anyhow::Result<String> {
+        crate::daemons::apply(&self.env, &self.lab, yaml)
+    }
+
+    /// Installs ferrolb as a user does: `kubectl apply -k deploy/` exactly as shipped, then the
+    /// lab's pool and advertisement; waits until the speaker DaemonSet and the controller
+    /// Deployment have rolled out (every pod Ready).
+    pub fn install_ferrolb(&self) -> anyhow::Result<()> {
+        crate::daemons::install(&self.env)?;
+        self.apply(crate::speakers::POOL_AND_ADVERTISEMENT)?;
+        self.rollout_status("daemonset/ferrolb-speaker")?;
+        self.rollout_status("deployment/ferrolb-controller")?;
+        Ok(())
+    }
+
+    /// `kubectl -n ferrolb-system rollout status WHAT` (3 minutes at most).
+    pub fn rollout_status(&self, what: &str) -> anyhow::Result<String> {
+        cmd::run_timeout(
+            &[
+                "kubectl",
+                "--kubeconfig",
+                &self.env.kubeconfig().to_string_lossy(),
+                "-n",
+                "ferrolb-system",
+                "rollout",
+                "status",
+                what,
+                "--timeout=180s",
+            ],
+            Duration::from_secs(200),
+        )
+        .with_context(|| format!("{what} did not roll out; pods:\n{}", self.pods()))
+    }
+
+    /// `kubectl get pods -A -o wide`, for messages.
+    pub fn pods(&self) -> String {
+        self.env
+            .kubectl(&["get", "pods", "-A", "-o", "wide"])
+            .unwrap_or_else(|e| format!("{e:#}"))
+    }
+
+    /// Cuts node `i` off the segment (its cable pulled) or plugs it back in: a node death as
+    /// everyone else sees it.
+    pub fn set_link(&self, i: usize, up: bool) -> anyhow::Result<()> {
+        self.lab.set_link(Port::Node(i), up)
     }
 
     fn start_control_plane(&mut self, bins: &Path) -> anyhow::Result<()> {
@@ -385,23 +478,18 @@ maxPods: 30
         // The kube-proxy emulation's local VIP routes are the process lab's; here kube-proxy
         // is real and the kernel must not think the VIPs are local.
         self.lab.remove_vip_routes(port)?;
-        let ns = self.lab.netns(port);
-        for j in 1..=self.lab.nodes() {
-            if j != i {
-                let via = Port::Node(j).v4().to_string();
-                cmd::run(&[
-                    "ip",
-                    "-n",
-                    &ns,
-                    "route",
-                    "add",
-                    &pod_cidr(j),
-                    "via",
-                    &via,
-                    "dev",
-                    "eth0",
-                ])?;
-            }
+        // Pod CIDRs lie inside the segment's /24, so everyone else needs a more specific route to
+        // node i's pods through node i (what a router of pod CIDRs does in a real network); without
+        // it the API server would ARP for a pod's address when answering it.
+        let via = port.v4().to_string();
+        let mut others: Vec<Port> = vec![Port::Api, Port::Client];
+        others.extend((1..=self.lab.nodes()).filter(|&j| j != i).map(Port::Node));
+        for other in others {
+            let ns = self.lab.netns(other);
+            let cidr = pod_cidr(i);
+            cmd::run(&[
+                "ip", "-n", &ns, "route", "add", &cidr, "via", &via, "dev", "eth0",
+            ])?;
         }
         self.nodes.push(node);
         Ok(())

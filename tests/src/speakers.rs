@@ -203,39 +203,12 @@ impl Cluster {
         not: Option<&str>,
         timeout: Duration,
     ) -> anyhow::Result<String> {
-        cmd::wait_for(
-            &format!("service {service} to be announced (by a node other than {not:?})"),
-            timeout,
-            Duration::from_millis(100),
-            || {
-                let (status, msg) = self.condition(service).ok()??;
-                // "announced by <node> on <interfaces> (<addresses>)", the speaker's wording.
-                let node = msg
-                    .strip_prefix("announced by ")?
-                    .split_whitespace()
-                    .next()?
-                    .to_string();
-                (status == "True" && Some(node.as_str()) != not).then_some(node)
-            },
-        )
+        wait_announcer(&self.env, "default", service, not, timeout)
     }
 
     /// The Service's Announced condition as (status, message).
     pub fn condition(&self, service: &str) -> anyhow::Result<Option<(String, String)>> {
-        let out = self.env.kubectl(&[
-            "-n",
-            "default",
-            "get",
-            "service",
-            service,
-            "-o",
-            r#"jsonpath={range .status.conditions[?(@.type=="ferrolb.io/Announced")]}{.status}|{.reason}|{.message}{end}"#,
-        ])?;
-        let mut parts = out.splitn(3, '|');
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(s), Some(_), Some(m)) if !s.is_empty() => Ok(Some((s.into(), m.into()))),
-            _ => Ok(None),
-        }
+        announced_condition(&self.env, "default", service)
     }
 
     /// The Service's Announced condition's reason.
@@ -376,4 +349,52 @@ pub fn start_probe(
             &timeout,
         ],
     )
+}
+
+/// Waits until Service `namespace/service`'s Announced condition is True and names a node other
+/// than `not` (any node with `None`); returns that node.
+pub fn wait_announcer(
+    env: &KubeEnv,
+    namespace: &str,
+    service: &str,
+    not: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    cmd::wait_for(
+        &format!("service {service} to be announced (by a node other than {not:?})"),
+        timeout,
+        Duration::from_millis(100),
+        || {
+            let (status, msg) = announced_condition(env, namespace, service).ok()??;
+            // "announced by <node> on <interfaces> (<addresses>)", the speaker's wording.
+            let node = msg
+                .strip_prefix("announced by ")?
+                .split_whitespace()
+                .next()?
+                .to_string();
+            (status == "True" && Some(node.as_str()) != not).then_some(node)
+        },
+    )
+}
+
+/// Service `namespace/service`'s Announced condition as (status, message).
+pub fn announced_condition(
+    env: &KubeEnv,
+    namespace: &str,
+    service: &str,
+) -> anyhow::Result<Option<(String, String)>> {
+    let out = env.kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "service",
+        service,
+        "-o",
+        r#"jsonpath={range .status.conditions[?(@.type=="ferrolb.io/Announced")]}{.status}|{.reason}|{.message}{end}"#,
+    ])?;
+    let mut parts = out.splitn(3, '|');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(s), Some(_), Some(m)) if !s.is_empty() => Ok(Some((s.into(), m.into()))),
+        _ => Ok(None),
+    }
 }

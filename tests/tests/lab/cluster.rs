@@ -1,47 +1,264 @@
 //! The cluster lab (second layer): real kubelets, containerd, kube-proxy, kube-controller-manager
-//! and kube-scheduler on the segment, running what users run.
+//! and kube-scheduler on the segment, running ferrolb's images from `deploy/` as shipped. One
+//! story, because bringing a cluster up is the expensive part.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use ferrolb_lab::cluster_lab::{ClusterLab, SAMPLE_APP};
-use ferrolb_lab::{Port, cmd};
+use ferrolb_lab::cluster_lab::{ClusterLab, SAMPLE_APP, ferrolb_images};
+use ferrolb_lab::daemons::wait_ingress;
+use ferrolb_lab::observe::tcp_get;
+use ferrolb_lab::probe::{longest_outage_ms, parse_records};
+use ferrolb_lab::speakers::{answering, start_probe, wait_announcer};
+use ferrolb_lab::{LabChild, Port, cmd};
+
+fn jsonpath(c: &ClusterLab, args: &[&str], path: &str) -> String {
+    let mut argv = args.to_vec();
+    let p = format!("jsonpath={path}");
+    argv.extend(["-o", &p]);
+    c.env.kubectl(&argv).unwrap_or_default()
+}
+
+/// Stops a probe loop and returns its records.
+fn finish_probe(mut probe: LabChild) -> Vec<ferrolb_lab::probe::ProbeRecord> {
+    let _ = probe.terminate(Duration::from_secs(3));
+    parse_records(&probe.log_text())
+}
+
+/// The node that answered the client through `vip`.
+fn answered_by(c: &ClusterLab, vip: IpAddr) -> Option<String> {
+    tcp_get(&c.lab, Port::Client, SocketAddr::new(vip, 80))
+        .ok()?
+        .node
+}
 
 #[test]
-fn real_kubelets_run_the_sample_application_and_kube_proxy_forwards_to_its_pods() {
-    let c = ClusterLab::start(2, &[]).unwrap();
-    let file = c.lab.dir().join("hello.yaml");
-    std::fs::write(&file, SAMPLE_APP).unwrap();
+fn installed_with_kubectl_apply_k_it_serves_real_pods_follows_them_fails_over_rolls_and_uninstalls()
+{
+    let images = ferrolb_images().unwrap();
+    let c = ClusterLab::start(3, &images).unwrap();
+
+    // `kubectl apply -k deploy/` as shipped: one Ready speaker per node, both controller replicas
+    // Ready (the standby too), the Deployment Available.
+    c.install_ferrolb().unwrap();
+    let ns = ["-n", "ferrolb-system"];
+    let ds = [&ns[..], &["get", "daemonset", "ferrolb-speaker"]].concat();
+    assert_eq!(
+        jsonpath(&c, &ds, "{.status.numberReady}"),
+        "3",
+        "{}",
+        c.pods()
+    );
+    let dep = [&ns[..], &["get", "deployment", "ferrolb-controller"]].concat();
+    assert_eq!(
+        jsonpath(&c, &dep, "{.status.readyReplicas}"),
+        "2",
+        "{}",
+        c.pods()
+    );
+    assert_eq!(
+        jsonpath(
+            &c,
+            &dep,
+            r#"{.status.conditions[?(@.type=="Available")].status}"#
+        ),
+        "True"
+    );
+
+    // The sample application, real pods behind real Services; the client reaches it through the
+    // VIP and the real kube-proxy.
+    c.apply(SAMPLE_APP).unwrap();
     c.env
-        .kubectl(&["apply", "-f", &file.to_string_lossy()])
+        .kubectl(&["rollout", "status", "deployment/hello", "--timeout=50s"])
         .unwrap();
+    let vip: IpAddr = wait_ingress(&c.env, "default", "hello", 1, Duration::from_secs(60)).unwrap()
+        [0]
+    .parse()
+    .unwrap();
+    let vip_local: IpAddr =
+        wait_ingress(&c.env, "default", "hello-local", 1, Duration::from_secs(60)).unwrap()[0]
+            .parse()
+            .unwrap();
+    for v in [vip, vip_local] {
+        let node = cmd::wait_for(
+            &format!("the client to reach the sample application at {v}"),
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || answered_by(&c, v),
+        )
+        .unwrap();
+        assert!(node.starts_with("node-"), "{node}");
+        assert_eq!(
+            answering(&c.lab, v).unwrap().len(),
+            1,
+            "one node answers ARP for {v}"
+        );
+    }
+
+    // externalTrafficPolicy: Local follows the pods: with one replica left, the node running it
+    // announces, and the client lands on it.
     c.env
-        .kubectl(&["rollout", "status", "deployment/hello", "--timeout=120s"])
+        .kubectl(&["scale", "deployment/hello", "--replicas=1"])
         .unwrap();
-    let ip = c
-        .env
-        .kubectl(&[
-            "get",
-            "service",
-            "hello",
-            "-o",
-            "jsonpath={.spec.clusterIP}",
-        ])
-        .unwrap();
-    // From a node, through the real kube-proxy's cluster-IP rules, to a real pod.
-    let answer = cmd::wait_for(
-        "the sample application through its cluster IP",
-        Duration::from_secs(30),
-        Duration::from_millis(200),
+    let pod_node = cmd::wait_for(
+        "one hello pod left",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
         || {
-            let script = format!("exec 3<>/dev/tcp/{ip}/80; cat <&3");
-            let out = c
-                .lab
-                .exec(Port::Node(1), &["timeout", "3", "bash", "-c", &script])
-                .ok()?;
-            let out = out.trim().to_string();
-            out.starts_with("node-").then_some(out)
+            let out = jsonpath(
+                &c,
+                &["get", "pods", "-l", "app=hello"],
+                "{.items[*].spec.nodeName}",
+            );
+            let nodes: Vec<&str> = out.split_whitespace().collect();
+            (nodes.len() == 1).then(|| nodes[0].to_string())
         },
     )
     .unwrap();
-    assert!(answer == "node-1" || answer == "node-2", "{answer}");
+    let announcer = cmd::wait_for(
+        "hello-local to be announced by the node of its only pod",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || {
+            let a = wait_announcer(
+                &c.env,
+                "default",
+                "hello-local",
+                None,
+                Duration::from_secs(1),
+            )
+            .ok()?;
+            (a == pod_node).then_some(a)
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        answered_by(&c, vip_local).as_deref(),
+        Some(announcer.as_str())
+    );
+    c.env
+        .kubectl(&["scale", "deployment/hello", "--replicas=3"])
+        .unwrap();
+    c.env
+        .kubectl(&["rollout", "status", "deployment/hello", "--timeout=50s"])
+        .unwrap();
+
+    // `kubectl rollout restart daemonset/ferrolb-speaker` loses no request of the probe loop.
+    let target = SocketAddr::new(vip_local, 80);
+    std::thread::sleep(Duration::from_secs(3)); // endpoints of the new pods reach every speaker
+    let probe = start_probe(&c.lab, target, 15_000, 20, 1000).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    c.env
+        .kubectl(&[
+            "-n",
+            "ferrolb-system",
+            "rollout",
+            "restart",
+            "daemonset/ferrolb-speaker",
+        ])
+        .unwrap();
+    c.rollout_status("daemonset/ferrolb-speaker").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let records = finish_probe(probe);
+    let failed: Vec<_> = records.iter().filter(|r| !r.ok()).collect();
+    eprintln!(
+        "cluster lab: speaker rollout restart: {} of {} requests failed",
+        failed.len(),
+        records.len()
+    );
+    assert!(
+        records.len() > 100,
+        "the probe loop ran: {} records",
+        records.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "requests failed during the speakers' rolling restart: {failed:?}"
+    );
+
+    // `kubectl rollout restart deployment/ferrolb-controller` completes and changes no address.
+    let before = jsonpath(
+        &c,
+        &["get", "services"],
+        "{.items[*].status.loadBalancer.ingress[*].ip}",
+    );
+    c.env
+        .kubectl(&[
+            "-n",
+            "ferrolb-system",
+            "rollout",
+            "restart",
+            "deployment/ferrolb-controller",
+        ])
+        .unwrap();
+    c.rollout_status("deployment/ferrolb-controller").unwrap();
+    let after = jsonpath(
+        &c,
+        &["get", "services"],
+        "{.items[*].status.loadBalancer.ingress[*].ip}",
+    );
+    assert_eq!(before, after);
+
+    // A node death (its cable pulled): another node answers for the VIP, within the failover
+    // figures of BENCHMARKS.md (printed here; measured by `ferrolb-lab bench-cluster-failover`).
+    let owner = wait_announcer(
+        &c.env,
+        "default",
+        "hello-local",
+        None,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let owner_i: usize = owner.trim_start_matches("node-").parse().unwrap();
+    let probe = start_probe(&c.lab, target, 1500, 20, 1000).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    c.set_link(owner_i, false).unwrap();
+    let successor = cmd::wait_for(
+        "another node to answer after the owner's death",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || answered_by(&c, vip_local).filter(|n| n != &owner),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let records = finish_probe(probe);
+    let outage = longest_outage_ms(&records);
+    eprintln!(
+        "cluster lab: node death of {owner}: {successor} answers; longest outage {outage:?} ms"
+    );
+    c.set_link(owner_i, true).unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.node.as_deref() == Some(successor.as_str()))
+    );
+
+    // `kubectl delete -k deploy/` removes everything and leaves no address announced.
+    let deploy = ferrolb_lab::workspace_root().join("deploy");
+    cmd::run_timeout(
+        &[
+            "kubectl",
+            "--kubeconfig",
+            &c.env.kubeconfig().to_string_lossy(),
+            "delete",
+            "-k",
+            &deploy.to_string_lossy(),
+            "--timeout=150s",
+        ],
+        Duration::from_secs(180),
+    )
+    .unwrap();
+    let crds = c.env.kubectl(&["get", "crd", "-o", "name"]).unwrap();
+    assert!(!crds.contains("ferrolb.io"), "{crds}");
+    cmd::wait_for(
+        "no node to answer for the VIPs",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            (answering(&c.lab, vip).ok()?.is_empty()
+                && answering(&c.lab, vip_local).ok()?.is_empty())
+            .then_some(())
+        },
+    )
+    .unwrap();
 }
