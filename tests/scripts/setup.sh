@@ -4,9 +4,11 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 need_root "setup" "test"
 
-# Debian packages: the lab's tools (iproute2, nftables, setpriv from util-linux) and its
-# independent observers (arping, ndisc6, tcpdump, ss; python3 runs tests/tools/arp-sweep.py).
-pkgs=(iproute2 iputils-arping ndisc6 tcpdump nftables util-linux procps python3)
+# Debian packages: the lab's tools (iproute2, nftables, setpriv and nsenter from util-linux) and
+# its independent observers (arping, ndisc6, tcpdump, ss; python3 runs tests/tools/arp-sweep.py);
+# the cluster lab's node parts (containerd with ctr, runc, the CNI plugins) and buildah for images.
+pkgs=(iproute2 iputils-arping ndisc6 tcpdump nftables util-linux procps python3
+  containerd runc containernetworking-plugins buildah)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,6 +30,11 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 # The real kube-apiserver and etcd, built from the official Go modules (cached in target/).
 echo "==> building tests/kube-env (kube-apiserver + etcd from Go modules; minutes the first time)"
 "$ROOT/tests/scripts/build-kube-env.sh"
+
+# The cluster lab's parts from the same release: kubelet, kube-proxy, kube-controller-manager,
+# kube-scheduler, and the lab's own pause/sample image.
+echo "==> building the cluster lab's Kubernetes parts (minutes the first time)"
+"$ROOT/tests/scripts/build-kube-env.sh" cluster
 
 # The real kubectl: the machine's own if it has one, else built from the same Go modules.
 if ! command -v kubectl >/dev/null; then

@@ -2,6 +2,9 @@
 //!
 //! - `up`: builds the layer-2 segment and starts the real kube-apiserver, applies `deploy/crds`,
 //!   prints how to reach everything, and tears it all down on Ctrl-C or SIGTERM.
+//! - `demo`: the README's demo on the cluster lab: real kubelets run ferrolb's images from
+//!   `deploy/` as shipped, a sample application gets a VIP, its node dies, the probe loop measures
+//!   the outage; Ctrl-C tears it all down.
 //! - `clean`: removes every lab namespace left on this machine.
 //! - `backend`, `probe`: the small programs the lab runs inside its namespaces.
 
@@ -32,6 +35,14 @@ enum Command {
         /// Only the network: no API server.
         #[arg(long)]
         no_api: bool,
+    },
+    /// The demo: a real cluster (kubelets, containerd, kube-proxy) in the lab, ferrolb installed
+    /// with `kubectl apply -k deploy/`, a sample application behind a VIP, a node death measured
+    /// by the probe loop. Keeps the cluster until Ctrl-C.
+    Demo {
+        /// Number of nodes (at most 4).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
     },
     /// Benchmark the controller on the real API server: create SERVICES Services and measure the
     /// time until each has an address.
@@ -106,6 +117,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up { nodes, no_api } => up(nodes, !no_api),
+        Command::Demo { nodes } => demo(nodes),
         Command::Forward { listen, to } => ferrolb_lab::forward::relay(listen, to),
         Command::BenchController {
             services,
@@ -239,6 +251,117 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Prints a phase's name and, when it is done, how long it took.
+struct Phase(std::time::Instant);
+
+impl Phase {
+    fn start(what: &str) -> Phase {
+        println!("==> {what}");
+        Phase(std::time::Instant::now())
+    }
+
+    fn done(self) {
+        println!("    ({:.1} s)", self.0.elapsed().as_secs_f64());
+    }
+}
+
+fn demo(nodes: usize) -> anyhow::Result<()> {
+    use ferrolb_lab::cluster_lab::{ClusterLab, SAMPLE_APP, ferrolb_images};
+    let t0 = std::time::Instant::now();
+    let root = ferrolb_lab::workspace_root();
+    let p = Phase::start(
+        "building ferrolb's images (static binaries, buildah; tests/scripts/images.sh)",
+    );
+    let images = ferrolb_images()?;
+    for i in &images {
+        println!("    {}", i.display());
+    }
+    p.done();
+    let p = Phase::start(&format!(
+        "bringing up a {nodes}-node cluster: kube-apiserver + etcd, kube-controller-manager, kube-scheduler; per node containerd, kubelet, kube-proxy (nftables); images loaded into each node's containerd"
+    ));
+    let c = ClusterLab::start(nodes, &images)?;
+    print!("{}", c.env.kubectl(&["get", "nodes", "-o", "wide"])?);
+    p.done();
+    let p = Phase::start("kubectl apply -k deploy/   (as shipped)");
+    print!("{}", ferrolb_lab::daemons::install(&c.env)?);
+    c.rollout_status("daemonset/ferrolb-speaker")?;
+    c.rollout_status("deployment/ferrolb-controller")?;
+    p.done();
+    let p = Phase::start(
+        "kubectl apply -f deploy/samples/{pool,l2advertisement}.yaml, and a sample application (3 pods) behind LoadBalancer Services",
+    );
+    for f in ["pool.yaml", "l2advertisement.yaml"] {
+        print!(
+            "{}",
+            c.env.kubectl(&[
+                "apply",
+                "-f",
+                &root.join("deploy/samples").join(f).to_string_lossy()
+            ])?
+        );
+    }
+    print!("{}", c.apply(SAMPLE_APP)?);
+    c.env
+        .kubectl(&["rollout", "status", "deployment/hello", "--timeout=50s"])?;
+    let vip = ferrolb_lab::daemons::wait_ingress(
+        &c.env,
+        "default",
+        "hello-local",
+        1,
+        Duration::from_secs(60),
+    )?
+    .remove(0);
+    p.done();
+    println!("==> kubectl get pods -A -o wide");
+    print!("{}", c.pods());
+    println!("==> kubectl get services");
+    print!("{}", c.env.kubectl(&["get", "services"])?);
+    let owner = show_vip_on(&c.lab, &c.env, "hello-local", &vip, None)?;
+    println!();
+    let addr: std::net::IpAddr = vip.parse()?;
+    let target = SocketAddr::new(addr, 80);
+    println!("==> the client's probe loop: a TCP request to {target} every 20 ms (100 ms timeout)");
+    let mut probe = ferrolb_lab::speakers::start_probe(&c.lab, target, 3000, 20, 100)?;
+    std::thread::sleep(Duration::from_secs(2));
+    println!("==> node-{owner} dies: its cable is pulled (the switch port goes down)");
+    let cut = std::time::Instant::now();
+    c.set_link(owner, false)?;
+    let successor = show_vip_on(&c.lab, &c.env, "hello-local", &vip, Some(owner))?;
+    let seen = cut.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = probe.terminate(Duration::from_secs(3));
+    let records = probe::parse_records(&probe.log_text());
+    let failed = records.iter().filter(|r| !r.ok()).count();
+    match probe::longest_outage_ms(&records) {
+        Some(ms) => println!(
+            "==> outage measured by the probe loop: {ms} ms (last answer before the death to the first after; {failed} of {} requests failed); node-{successor} answers now",
+            records.len()
+        ),
+        None => println!(
+            "==> the probe loop saw no failed request ({} requests); node-{successor} answers now",
+            records.len()
+        ),
+    }
+    println!(
+        "    (this demo's own polling noticed it {:.2} s after the cut; the probe loop is the measurement, see BENCHMARKS.md)",
+        seen.as_secs_f64()
+    );
+    println!("==> node-{owner} comes back (cable plugged in)");
+    c.set_link(owner, true)?;
+    println!();
+    println!("everything took {:.0} s", t0.elapsed().as_secs_f64());
+    println!("  export KUBECONFIG={}", c.env.kubeconfig().display());
+    println!("  kubectl get pods -A -o wide; kubectl get services,ipaddresspools,l2advertisements");
+    println!("  kubectl -n ferrolb-system logs daemonset/ferrolb-speaker");
+    println!();
+    print_namespaces(&c.lab);
+    wait_for_signal()?;
+    println!("tearing down");
+    drop(c);
+    Ok(())
+}
+
 fn up(nodes: usize, api: bool) -> anyhow::Result<()> {
     let lab = Lab::new(LabConfig {
         nodes,
@@ -347,6 +470,17 @@ fn up(nodes: usize, api: bool) -> anyhow::Result<()> {
 /// Waits until one node (not `not`) answers ARP for `vip` and the client reaches its backend over
 /// TCP; prints what the client sees. Returns the node.
 fn show_vip(lab: &Lab, env: &KubeEnv, vip: &str, not: Option<usize>) -> anyhow::Result<usize> {
+    show_vip_on(lab, env, "web", vip, not)
+}
+
+/// [`show_vip`] for Service `service` in `default`.
+fn show_vip_on(
+    lab: &Lab,
+    env: &KubeEnv,
+    service: &str,
+    vip: &str,
+    not: Option<usize>,
+) -> anyhow::Result<usize> {
     let addr: std::net::IpAddr = vip.parse()?;
     let node = ferrolb_lab::cmd::wait_for(
         "one node answering ARP for the VIP",
@@ -376,7 +510,7 @@ fn show_vip(lab: &Lab, env: &KubeEnv, vip: &str, not: Option<usize>) -> anyhow::
     let cond = env.kubectl(&[
         "get",
         "service",
-        "web",
+        service,
         "-o",
         r#"jsonpath={.status.conditions[?(@.type=="ferrolb.io/Announced")].message}"#,
     ])?;
