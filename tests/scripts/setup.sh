@@ -5,8 +5,11 @@ source "$(dirname "$0")/env.sh"
 need_root "setup" "test"
 
 # Debian packages: the lab's tools (iproute2, nftables, setpriv from util-linux) and its
-# independent observers (arping, ndisc6, tcpdump, ss; python3 runs tests/tools/arp-sweep.py).
-pkgs=(iproute2 iputils-arping ndisc6 tcpdump nftables util-linux procps python3)
+# independent observers (arping, ndisc6, tcpdump, ss; python3 runs tests/tools/arp-sweep.py);
+# for the images (tests/scripts/images.sh): buildah, file and binutils (readelf) to build and check
+# them, containerd and runc to import and run them (ctr comes with containerd).
+pkgs=(iproute2 iputils-arping ndisc6 tcpdump nftables util-linux procps python3
+  buildah file binutils containerd runc)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
