@@ -1,9 +1,12 @@
 # The two commands of the README. Both need root (network namespaces) and install what they need.
-.PHONY: demo test clean
+# `make images` (docs/install.md) builds the two container images.
+.PHONY: demo test images clean
 demo:
 	tests/scripts/demo.sh
 test:
 	tests/scripts/test.sh
+images:
+	tests/scripts/images.sh
 # Removes every lab namespace left on this machine.
 clean:
 	cargo run -q -p ferrolb-lab -- clean

@@ -9,3 +9,4 @@ pub mod l2;
 pub mod pool;
 pub mod selector;
 pub mod service;
+pub mod version;

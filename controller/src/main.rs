@@ -109,6 +109,8 @@ async fn main() -> anyhow::Result<()> {
         class: cli.load_balancer_class.clone(),
     };
     let work = async {
+        // Inside `work`, so that /healthz is served while the API server is asked.
+        ferrolb_daemon::require_supported_kubernetes(&client).await?;
         // Ready means healthy, not leading (issue 11): a standby whose lease reads reach the API
         // server is ready, so both replicas of the Deployment are and it becomes Available.
         // Leadership is the `ferrolb_controller_leader` gauge and the "became leader" log line.

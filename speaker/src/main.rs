@@ -154,9 +154,22 @@ async fn main() -> anyhow::Result<()> {
     let client = ferrolb_daemon::client(cli.kubeconfig.as_deref()).await?;
     let metrics = metrics::Metrics::new();
     let serve = ferrolb_daemon::serve(cli.metrics_bind_address, metrics.health.clone());
+    let work = async {
+        // Only here, at start-up: once running, the speaker never stops announcing over the API
+        // server. (The control-plane mode makes no check: it must run before the API server
+        // exists, and reads no custom resources.) Beside `serve`, so /healthz answers meanwhile.
+        tokio::select! {
+            r = ferrolb_daemon::require_supported_kubernetes(&client) => r?,
+            signal = shutdown.wait() => {
+                info!(%signal, "shutting down");
+                return Ok(());
+            }
+        }
+        run::run(&cli, client, metrics.clone(), &mut shutdown).await
+    };
     let result = tokio::select! {
         r = serve => r,
-        r = run::run(&cli, client, metrics.clone(), &mut shutdown) => r,
+        r = work => r,
     };
     if let Err(e) = &result {
         error!(error = %e, "speaker stopped");

@@ -6,9 +6,10 @@ need_root "setup" "test"
 
 # Debian packages: the lab's tools (iproute2, nftables, setpriv and nsenter from util-linux) and
 # its independent observers (arping, ndisc6, tcpdump, ss; python3 runs tests/tools/arp-sweep.py);
-# the cluster lab's node parts (containerd with ctr, runc, the CNI plugins) and buildah for images.
+# for the images (tests/scripts/images.sh): buildah, file and binutils (readelf) to build and check
+# them; the cluster lab's node parts: containerd (with ctr), runc and the CNI plugins.
 pkgs=(iproute2 iputils-arping ndisc6 tcpdump nftables util-linux procps python3
-  containerd runc containernetworking-plugins buildah)
+  buildah file binutils containerd runc containernetworking-plugins)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -17,6 +17,9 @@ test -z "$(gofmt -l tests/kube-env)" || { echo "gofmt: tests/kube-env needs form
 step "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "images (static binaries, buildah)"
+"$ROOT/tests/scripts/images.sh"
+
 step "pure crates are pure (cargo tree -e normal)"
 "$ROOT/tests/scripts/purity.sh"
 

@@ -5,8 +5,10 @@
 
 pub mod logging;
 pub mod service;
+pub mod version;
 
 pub use logging::{LogArgs, LogFormat, LoggingError};
+pub use version::require_supported_kubernetes;
 
 use std::net::SocketAddr;
 use std::path::Path;
