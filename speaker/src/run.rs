@@ -109,6 +109,9 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: &mut Shutdown,
 ) -> anyhow::Result<()> {
+    // Without raw sockets the speaker can answer for nothing: exit with the fix in the message
+    // (the pod crash-loops where the operator looks) rather than run and report Ready.
+    ferrolb_net::check_raw_sockets()?;
     let changed = Arc::new(Notify::new());
     let stores = watch::start(&client, changed.clone());
     let setup = async {

@@ -265,6 +265,37 @@ impl ClusterLab {
             .unwrap_or_else(|e| format!("{e:#}"))
     }
 
+    /// Resident memory of every ferrolb process in the cluster's containers: (name, node, KiB),
+    /// found through each node's cgroup root.
+    pub fn ferrolb_rss(&self) -> Vec<(String, usize, u64)> {
+        let mut out = Vec::new();
+        for n in &self.nodes {
+            let Some(memory) = cgroup_mounts().into_iter().find(|m| m.ends_with("memory")) else {
+                continue;
+            };
+            for pid in cgroup_pids(&memory.join(n.cgroup.trim_start_matches('/'))) {
+                // argv[0], not comm: comm is cut at 15 bytes ("ferrolb-control").
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+                let argv0 = String::from_utf8_lossy(argv0);
+                let comm = argv0.rsplit('/').next().unwrap_or_default();
+                if !comm.starts_with("ferrolb-") {
+                    continue;
+                }
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let kib = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                    .unwrap_or(0);
+                out.push((comm.to_string(), n.i, kib));
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Cuts node `i` off the segment (its cable pulled) or plugs it back in: a node death as
     /// everyone else sees it.
     pub fn set_link(&self, i: usize, up: bool) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@
 //! The lab needs root (network namespaces); [`require_root`] fails with a message saying so.
 
 pub mod bench;
+pub mod bench_cluster;
 pub mod bench_speaker;
 pub mod cluster_lab;
 pub mod cmd;

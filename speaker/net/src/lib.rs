@@ -29,4 +29,4 @@ pub use iface::{IfAddr, Interface, interface, interfaces};
 pub use memory::release_free_memory;
 pub use multicast::{MulticastMembership, join_group, join_solicited_node};
 pub use pnet_base::MacAddr;
-pub use responder::{Counters, Responder};
+pub use responder::{Counters, Responder, check_raw_sockets};

@@ -160,6 +160,21 @@ impl fmt::Debug for Responder {
     }
 }
 
+/// Opens and closes a packet socket: fails, with the fix in the message, when this process may
+/// not open raw sockets (no CAP_NET_RAW). The speaker checks it at start-up and exits rather than
+/// run, and report Ready, while it can answer nothing (the cluster lab once showed a Ready
+/// DaemonSet of speakers without the capability).
+pub fn check_raw_sockets() -> Result<(), NetError> {
+    let name = "any interface";
+    filtered_packet_socket()
+        .map(drop)
+        .map_err(|source| NetError::Socket {
+            iface: name.into(),
+            hint: socket_hint(name, &source),
+            source,
+        })
+}
+
 impl Responder {
     /// Opens the interface's packet socket (in the calling thread's network namespace) and starts
     /// the thread that answers requests. The owned set starts empty: nothing is answered until

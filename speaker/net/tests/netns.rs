@@ -302,6 +302,11 @@ fn interface_state_and_kernel_errors_become_sentences() {
         let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
         assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
         let no_cap = Responder::start(&eth0).unwrap_err().to_string();
+        let check = ferrolb_net::check_raw_sockets().unwrap_err().to_string();
+        assert!(
+            check.starts_with("opening a raw socket on any interface needs CAP_NET_RAW"),
+            "{check}"
+        );
         (missing, bad_index, bad_group, no_cap)
     });
     assert!(

@@ -77,6 +77,12 @@ enum Command {
         #[arg(long = "speaker-arg", allow_hyphen_values = true)]
         speaker_args: Vec<String>,
     },
+    /// Benchmark failover on the cluster lab: TRIALS node deaths with ferrolb installed from its
+    /// images; prints the outage percentiles and each ferrolb process's resident memory.
+    BenchClusterFailover {
+        #[arg(long, default_value_t = 10)]
+        trials: usize,
+    },
     /// Benchmark an idle speaker announcing ADDRESSES addresses: resident memory and CPU.
     BenchSpeakerIdle {
         #[arg(long, default_value_t = 1000)]
@@ -118,6 +124,21 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up { nodes, no_api } => up(nodes, !no_api),
         Command::Demo { nodes } => demo(nodes),
+        Command::BenchClusterFailover { trials } => {
+            let f = ferrolb_lab::bench_cluster::run(trials)?;
+            let o = &f.outages;
+            println!(
+                "cluster lab, node death (cable pulled), {} trials: outage p50 {} ms, p90 {} ms, max {} ms",
+                o.samples.len(),
+                o.percentile(50.0),
+                o.percentile(90.0),
+                o.samples.last().copied().unwrap_or(0)
+            );
+            for (name, node, kib) in &f.rss {
+                println!("{name} on node-{node}: RSS {:.1} MiB", *kib as f64 / 1024.0);
+            }
+            Ok(())
+        }
         Command::Forward { listen, to } => ferrolb_lab::forward::relay(listen, to),
         Command::BenchController {
             services,

@@ -199,6 +199,40 @@ fn installed_with_kubectl_apply_k_it_serves_real_pods_follows_them_fails_over_ro
     );
     assert_eq!(before, after);
 
+    // Requests and limits against what the processes use: every ferrolb process's resident memory
+    // stays under its container's limit (figures in BENCHMARKS.md, `bench-cluster-failover`).
+    for (component, limit_path) in [
+        ("ferrolb-speaker", ["daemonset", "ferrolb-speaker"]),
+        ("ferrolb-controller", ["deployment", "ferrolb-controller"]),
+    ] {
+        let args = [&ns[..], &["get", limit_path[0], limit_path[1]]].concat();
+        let limit = jsonpath(
+            &c,
+            &args,
+            "{.spec.template.spec.containers[0].resources.limits.memory}",
+        );
+        let limit_mib: u64 = limit
+            .trim_end_matches("Mi")
+            .parse()
+            .unwrap_or_else(|_| panic!("{limit}"));
+        let rss: Vec<_> = c
+            .ferrolb_rss()
+            .into_iter()
+            .filter(|(n, _, _)| n == component)
+            .collect();
+        assert!(!rss.is_empty(), "no {component} process found");
+        for (name, node, kib) in rss {
+            eprintln!(
+                "cluster lab: {name} on node-{node}: RSS {:.1} MiB (limit {limit})",
+                kib as f64 / 1024.0
+            );
+            assert!(
+                kib / 1024 < limit_mib,
+                "{name} on node-{node} uses {kib} KiB, over its {limit} limit"
+            );
+        }
+    }
+
     // A node death (its cable pulled): another node answers for the VIP, within the failover
     // figures of BENCHMARKS.md (printed here; measured by `ferrolb-lab bench-cluster-failover`).
     let owner = wait_announcer(
