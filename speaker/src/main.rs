@@ -24,7 +24,13 @@ use tracing::{error, info};
 ///
 /// Every flag can also be set through the environment variable named in its description.
 #[derive(Parser, Debug)]
-#[command(name = "ferrolb-speaker", version, about, long_about)]
+#[command(
+    name = "ferrolb-speaker",
+    version,
+    about,
+    long_about,
+    after_help = "Other modes:\n  ferrolb-speaker control-plane --help            the control-plane VIP (Raft, static pod)\n  ferrolb-speaker manifest control-plane --help   print that static pod's manifest"
+)]
 pub struct Cli {
     /// Name of the Node object this speaker runs on. In the DaemonSet it comes from the downward
     /// API (`spec.nodeName`).
@@ -138,6 +144,11 @@ async fn main() -> anyhow::Result<()> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv.get(1).is_some_and(|a| a == "control-plane") {
         return control_plane::main(argv).await;
+    }
+    if argv.get(1).is_some_and(|a| a == "manifest")
+        && argv.get(2).is_some_and(|a| a == "control-plane")
+    {
+        return control_plane::manifest::main(argv);
     }
     let cli = Cli::parse();
     let mut shutdown = Shutdown::register()?;

@@ -265,6 +265,22 @@ impl ClusterLab {
             .unwrap_or_else(|e| format!("{e:#}"))
     }
 
+    /// The directory holding node `i`'s files (its "host" paths: kubelet, containerd, manifests).
+    pub fn node_dir(&self, i: usize) -> PathBuf {
+        self.lab.dir().join(Port::Node(i).tag())
+    }
+
+    /// Puts a static-pod manifest into node `i`'s kubelet manifest directory (what
+    /// /etc/kubernetes/manifests is on a kubeadm node); the kubelet starts the pod.
+    pub fn add_static_pod(&self, i: usize, file: &str, yaml: &str) -> anyhow::Result<()> {
+        let dir = self.node_dir(i).join("manifests");
+        // Written beside and renamed, so the kubelet never reads half a file.
+        let tmp = self.node_dir(i).join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, yaml)?;
+        std::fs::rename(&tmp, dir.join(file))?;
+        Ok(())
+    }
+
     /// Resident memory of every ferrolb process in the cluster's containers: (name, node, KiB),
     /// found through each node's cgroup root.
     pub fn ferrolb_rss(&self) -> Vec<(String, usize, u64)> {
@@ -373,6 +389,7 @@ impl ClusterLab {
             "kubelet",
             "pod-logs",
             "certs",
+            "manifests",
         ] {
             std::fs::create_dir_all(dir.join(d))?;
         }
@@ -498,12 +515,16 @@ serializeImagePulls: false
 nodeStatusUpdateFrequency: 4s
 localStorageCapacityIsolation: false
 maxPods: 30
+# Static pods (the control-plane speaker's manifest) from here, as /etc/kubernetes/manifests.
+staticPodPath: "{manifests}"
+fileCheckFrequency: 2s
 "#,
             ip = port.v4(),
             ca = self.env.ca_path().display(),
             sock = node.socket().display(),
             resolv = d("resolv.conf"),
             logs = d("pod-logs"),
+            manifests = d("manifests"),
         );
         std::fs::write(dir.join("kubelet.yaml"), kubelet)?;
         // The kube-proxy emulation's local VIP routes are the process lab's; here kube-proxy

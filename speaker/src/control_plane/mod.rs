@@ -10,6 +10,7 @@
 pub mod frame;
 pub mod health;
 pub mod logger;
+pub mod manifest;
 pub mod metrics;
 pub mod storage;
 pub mod transport;
@@ -152,8 +153,9 @@ struct Plan {
     trust: health::Trust,
 }
 
-/// Start-up checks, each failing with what to do.
-fn validate(args: &Args) -> anyhow::Result<Plan> {
+/// The checks of the flags alone (no file, no interface), each failing with what to do: shared by
+/// the daemon's start-up and `manifest control-plane`, which refuses what the daemon would.
+pub(crate) fn check_args(args: &Args) -> anyhow::Result<(BTreeMap<u64, SocketAddr>, SocketAddr)> {
     let mut peers = BTreeMap::new();
     for (id, addr) in &args.peers {
         if let Some(prev) = peers.insert(*id, *addr) {
@@ -176,6 +178,25 @@ fn validate(args: &Args) -> anyhow::Result<Plan> {
             args.id
         );
     };
+    if args.election_ticks <= args.heartbeat_ticks {
+        bail!(
+            "--election-ticks ({}) must be larger than --heartbeat-ticks ({})",
+            args.election_ticks,
+            args.heartbeat_ticks
+        );
+    }
+    if args.health_ca.is_none() && !args.health_insecure {
+        bail!(
+            "give --health-ca FILE (the cluster CA, /etc/kubernetes/pki/ca.crt on kubeadm) or \
+             --health-insecure to check the API server without verifying its certificate"
+        );
+    }
+    Ok((peers, listen))
+}
+
+/// Start-up checks, each failing with what to do.
+fn validate(args: &Args) -> anyhow::Result<Plan> {
+    let (peers, listen) = check_args(args)?;
     let key_text = std::fs::read_to_string(&args.key_file).with_context(|| {
         format!(
             "reading --key-file {}; create it with `openssl rand -hex 32 > FILE` and give every \
@@ -207,20 +228,9 @@ fn validate(args: &Args) -> anyhow::Result<Plan> {
             "this node's peer address is not on --interface; fine if it is on another interface"
         );
     }
-    if args.election_ticks <= args.heartbeat_ticks {
-        bail!(
-            "--election-ticks ({}) must be larger than --heartbeat-ticks ({})",
-            args.election_ticks,
-            args.heartbeat_ticks
-        );
-    }
-    let trust = match (&args.health_ca, args.health_insecure) {
-        (Some(ca), _) => health::Trust::CaFile(ca.clone()),
-        (None, true) => health::Trust::Insecure,
-        (None, false) => bail!(
-            "give --health-ca FILE (the cluster CA, /etc/kubernetes/pki/ca.crt on kubeadm) or \
-             --health-insecure to check the API server without verifying its certificate"
-        ),
+    let trust = match &args.health_ca {
+        Some(ca) => health::Trust::CaFile(ca.clone()),
+        None => health::Trust::Insecure,
     };
     Ok(Plan {
         peers,

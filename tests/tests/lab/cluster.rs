@@ -296,3 +296,124 @@ fn installed_with_kubectl_apply_k_it_serves_real_pods_follows_them_fails_over_ro
     )
     .unwrap();
 }
+
+/// The control-plane VIP (outside the service pool 192.0.2.64/26).
+const CP_VIP: &str = "192.0.2.60";
+
+#[test]
+fn the_control_plane_speaker_runs_as_static_pods_from_its_own_manifest_and_one_node_holds_the_vip()
+{
+    let images = ferrolb_images().unwrap();
+    let c = ClusterLab::start(3, &images).unwrap();
+    let bin = ferrolb_lab::daemons::binary("ferrolb-speaker").unwrap();
+    let bin = bin.to_string_lossy().into_owned();
+    let key = c.lab.dir().join("control-plane.key");
+    std::fs::write(&key, "5f".repeat(32) + "\n").unwrap();
+    let key = key.to_string_lossy().into_owned();
+    let ca = c.env.ca_path().to_string_lossy().into_owned();
+    let peers = "1=192.0.2.11:7480,2=192.0.2.12:7480,3=192.0.2.13:7480";
+    for i in 1..=3 {
+        let data = c.node_dir(i).join("ferrolb-control-plane");
+        let id = i.to_string();
+        // What an operator runs on each control-plane node (kubeadm: before `kubeadm init`).
+        let yaml = cmd::run(&[
+            &bin,
+            "manifest",
+            "control-plane",
+            "--vip",
+            CP_VIP,
+            "--interface",
+            "eth0",
+            "--id",
+            &id,
+            "--peers",
+            peers,
+            "--key-file",
+            &key,
+            "--data-dir",
+            &data.to_string_lossy(),
+            "--health-url",
+            "https://192.0.2.2:6443/readyz",
+            "--health-ca",
+            &ca,
+        ])
+        .unwrap();
+        if i == 1 {
+            // The real API server takes the manifest as it is (the kubelet's mirror pod).
+            let file = c.lab.dir().join("cp-manifest.yaml");
+            std::fs::write(&file, &yaml).unwrap();
+            let out = c
+                .env
+                .kubectl(&["apply", "--dry-run=server", "-f", &file.to_string_lossy()])
+                .unwrap();
+            assert!(
+                out.contains("pod/ferrolb-control-plane created (server dry run)"),
+                "{out}"
+            );
+        }
+        c.add_static_pod(i, "ferrolb-control-plane.yaml", &yaml)
+            .unwrap();
+    }
+    // Every kubelet runs its static pod; their mirror pods show in kube-system.
+    cmd::wait_for(
+        "three running control-plane speaker pods",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || {
+            let phases = jsonpath(
+                &c,
+                &[
+                    "-n",
+                    "kube-system",
+                    "get",
+                    "pods",
+                    "-l",
+                    "app.kubernetes.io/component=control-plane",
+                ],
+                "{.items[*].status.phase}",
+            );
+            (phases == "Running Running Running").then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.pods()));
+    let vip: IpAddr = CP_VIP.parse().unwrap();
+    let holds = |i: usize| {
+        c.lab
+            .exec(Port::Node(i), &["ip", "-o", "addr", "show", "dev", "eth0"])
+            .unwrap_or_default()
+            .contains(&format!(" {CP_VIP}/32 "))
+    };
+    // One leader holds the VIP on its interface and is the only one answering ARP for it.
+    let holder = cmd::wait_for(
+        "one node to hold and announce the control-plane VIP",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || {
+            let answering = answering(&c.lab, vip).ok()?;
+            let holding: Vec<usize> = (1..=3).filter(|&i| holds(i)).collect();
+            (answering.len() == 1 && holding == answering).then(|| answering[0])
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.pods()));
+    // Its node dies: another one takes the VIP; the isolated one has dropped it.
+    c.set_link(holder, false).unwrap();
+    let successor = cmd::wait_for(
+        "another node to take the control-plane VIP",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let a = answering(&c.lab, vip).ok()?;
+            (a.len() == 1 && a[0] != holder).then(|| a[0])
+        },
+    )
+    .unwrap();
+    assert!(holds(successor));
+    cmd::wait_for(
+        "the isolated old leader to drop the VIP",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || (!holds(holder)).then_some(()),
+    )
+    .unwrap();
+    c.set_link(holder, true).unwrap();
+}
