@@ -29,7 +29,7 @@ use tracing::{error, info};
     version,
     about,
     long_about,
-    after_help = "Other modes:\n  ferrolb-speaker control-plane --help            the control-plane VIP (Raft, static pod)\n  ferrolb-speaker manifest control-plane --help   print that static pod's manifest"
+    after_help = "Other modes:\n  ferrolb-speaker control-plane --help            the control-plane VIP (Raft, static pod)\n  ferrolb-speaker control-plane status --help     what the control-plane speaker on this node sees\n  ferrolb-speaker manifest control-plane --help   print that static pod's manifest"
 )]
 pub struct Cli {
     /// Name of the Node object this speaker runs on. In the DaemonSet it comes from the downward
@@ -143,6 +143,9 @@ pub struct Cli {
 async fn main() -> anyhow::Result<()> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv.get(1).is_some_and(|a| a == "control-plane") {
+        if argv.get(2).is_some_and(|a| a == "status") {
+            return control_plane::status::main(argv);
+        }
         return control_plane::main(argv).await;
     }
     if argv.get(1).is_some_and(|a| a == "manifest")

@@ -75,6 +75,9 @@ pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
 pub struct Health {
     registry: Registry,
     ready: AtomicBool,
+    /// A JSON document served on `/status` (the control-plane speaker's view), if the daemon
+    /// publishes one.
+    status: std::sync::RwLock<Option<String>>,
 }
 
 impl Health {
@@ -83,6 +86,14 @@ impl Health {
         Health {
             registry,
             ready: AtomicBool::new(false),
+            status: std::sync::RwLock::new(None),
+        }
+    }
+
+    /// Replaces the JSON document served on `/status`.
+    pub fn set_status(&self, json: String) {
+        if let Ok(mut s) = self.status.write() {
+            *s = Some(json);
         }
     }
 
@@ -98,12 +109,14 @@ impl Health {
     }
 }
 
-/// Serves `/healthz`, `/readyz` and `/metrics` on `addr` until the process ends.
+/// Serves `/healthz`, `/readyz`, `/metrics` and (where the daemon publishes one) `/status` on
+/// `addr` until the process ends.
 pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(export))
+        .route("/status", get(status))
         .with_state(health);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -118,6 +131,25 @@ async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn status(
+    State(h): State<Arc<Health>>,
+) -> (
+    StatusCode,
+    [(axum::http::HeaderName, &'static str); 1],
+    String,
+) {
+    let doc = h.status.read().ok().and_then(|s| s.clone());
+    let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+    match doc {
+        Some(body) => (StatusCode::OK, json, body),
+        None => (
+            StatusCode::NOT_FOUND,
+            json,
+            r#"{"error":"this daemon publishes no status"}"#.into(),
+        ),
     }
 }
 

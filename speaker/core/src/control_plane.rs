@@ -277,6 +277,12 @@ impl ControlPlane {
         }
     }
 
+    /// What peer `peer` last said about its own API server (for the status report; the decisions
+    /// use it with its age).
+    pub fn peer_health(&self, peer: u64) -> Option<Health> {
+        self.peer_health.get(&peer).map(|(h, _)| *h)
+    }
+
     /// The speaker is stopping: give everything up (the next [`ControlPlane::poll`] says how).
     pub fn shutdown(&mut self) {
         self.shutting_down = true;

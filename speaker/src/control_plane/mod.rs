@@ -12,6 +12,7 @@ pub mod health;
 pub mod logger;
 pub mod manifest;
 pub mod metrics;
+pub mod status;
 pub mod storage;
 pub mod transport;
 
@@ -288,6 +289,11 @@ struct Node {
     last_view: Option<RaftView>,
     last_waiting: Option<Waiting>,
     metrics: metrics::Metrics,
+    /// Every member's Raft address (this node's included), for the status report.
+    peers: BTreeMap<u64, SocketAddr>,
+    /// The local API server's last health, and whether the VIP is on the interface.
+    health: Option<Health>,
+    vip_held: bool,
 }
 
 async fn run(args: &Args, shutdown: &mut Shutdown) -> anyhow::Result<()> {
@@ -373,6 +379,9 @@ async fn run(args: &Args, shutdown: &mut Shutdown) -> anyhow::Result<()> {
         last_view: None,
         last_waiting: None,
         metrics: metrics::Metrics::new(),
+        peers: plan.peers.clone(),
+        health: None,
+        vip_held: false,
     };
     let serve = ferrolb_daemon::serve(args.metrics_bind_address, node.metrics.health.clone());
     tokio::spawn(async move {
@@ -400,6 +409,7 @@ async fn run(args: &Args, shutdown: &mut Shutdown) -> anyhow::Result<()> {
                         last_health = Some(health);
                     }
                     node.core.observe_health(now, health);
+                    node.health = Some(health);
                     node.metrics.api_server_healthy.set(i64::from(health == Health::Healthy));
                     node.transport.send_health(health);
                 }
@@ -553,7 +563,60 @@ impl Node {
         for action in self.core.poll(now) {
             self.execute(action).await?;
         }
+        self.publish_status(now, view);
         Ok(())
+    }
+
+    /// Replaces the `/status` document with what this node sees now.
+    fn publish_status(&self, now: Instant, view: RaftView) {
+        let peers = self
+            .peers
+            .iter()
+            .filter(|(id, _)| **id != self.core.id())
+            .map(|(id, address)| status::Peer {
+                id: *id,
+                address: *address,
+                api_server: self
+                    .core
+                    .peer_health(*id)
+                    .unwrap_or(Health::Unknown)
+                    .to_string(),
+                last_answer_ms: self.acks.get(id).map(|at| {
+                    u64::try_from(now.saturating_duration_since(*at).as_millis())
+                        .unwrap_or(u64::MAX)
+                }),
+            })
+            .collect();
+        let doc = status::Status {
+            id: self.core.id(),
+            vip: self.vip,
+            interface: self.iface.name.clone(),
+            role: match view.role {
+                Role::Follower => "follower",
+                Role::PreCandidate => "pre-candidate",
+                Role::Candidate => "candidate",
+                Role::Leader => "leader",
+            }
+            .into(),
+            term: view.term,
+            leader: view.leader,
+            vip_held: self.vip_held,
+            api_server: self.health.unwrap_or(Health::Unknown).to_string(),
+            waiting: self.core.waiting(now).map(|w| match w {
+                Waiting::NotLeader => "not the leader".to_string(),
+                Waiting::Fence { until } => format!(
+                    "leader, waiting {} ms more for the old leader's quorum window to pass",
+                    until.saturating_duration_since(now).as_millis()
+                ),
+                Waiting::Unhealthy => "the local API server is not healthy".to_string(),
+                Waiting::LostQuorum => "leader without a quorum".to_string(),
+                Waiting::ShuttingDown => "shutting down".to_string(),
+            }),
+            peers,
+        };
+        if let Ok(json) = serde_json::to_string(&doc) {
+            self.metrics.health.set_status(json);
+        }
     }
 
     async fn execute(&mut self, action: Action) -> anyhow::Result<()> {
@@ -563,11 +626,13 @@ impl Node {
                 let added = self.addresses.add(index, vip).await?;
                 self.responder.set_owned([vip]);
                 self.metrics.vip_held.set(1);
+                self.vip_held = true;
                 info!(%vip, %iface, term = self.raw.raft.term, ?added, "VIP added: this node is the healthy leader and the old leader's quorum window has passed");
             }
             Action::RemoveVip(reason) => {
                 self.responder.set_owned([]);
                 self.metrics.vip_held.set(0);
+                self.vip_held = false;
                 let removed = self.addresses.remove(index, vip).await?;
                 info!(%vip, %iface, %reason, removed, "VIP removed");
             }

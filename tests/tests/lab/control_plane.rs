@@ -235,6 +235,37 @@ fn three_nodes_one_holder_and_failover_on_link_loss_and_on_api_server_failure() 
     ] {
         assert!(metrics.contains(line), "{metrics}");
     }
+    // `control-plane status` on the holder's node and on a follower's say who holds the VIP.
+    let bin = binary("ferrolb-speaker")
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let status = |i: usize, extra: &[&str]| {
+        let mut argv = vec![bin.as_str(), "control-plane", "status"];
+        argv.extend_from_slice(extra);
+        g.lab.exec(Port::Node(i), &argv).unwrap()
+    };
+    let text = status(holder, &[]);
+    assert!(
+        text.starts_with(&format!(
+            "VIP {} on eth0: held by this node ({holder})\nnode {holder}: leader, term ",
+            vip()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("API server healthy"), "{text}");
+    let follower = if holder == 1 { 2 } else { 1 };
+    let text = status(follower, &[]);
+    assert!(
+        text.contains(&format!(
+            "not held here (not the leader); the leader is node {holder}"
+        )),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&status(follower, &["-o", "json"])).unwrap();
+    assert_eq!(json["leader"], serde_json::json!(holder));
+    assert_eq!(json["vip_held"], serde_json::json!(false));
+    assert_eq!(json["peers"].as_array().map(Vec::len), Some(2), "{json}");
 
     // The holder's link goes down: a majority elects another leader, which takes the VIP after
     // the old leader's quorum window; the old one, cut off, drops it on its own.
