@@ -78,9 +78,30 @@ pub fn parse_pool(pool: &IPAddressPool, rank: u64) -> Result<ValidPool, Vec<Fiel
             message: "at least one address range is required".into(),
         });
     }
+    // Entries that repeat or overlap an earlier one are refused, as MetalLB refuses overlapping
+    // CIDRs in one pool: it is almost always a typo (a range meant to be elsewhere), and a count
+    // of the pool's addresses would count them twice. It is a condition, not a CEL rule: CEL
+    // would have to compare every pair of the up to 64 entries, and a `start-end` range is no
+    // CIDR its library can parse (splitting the text and comparing `ip()`s per pair is costly and
+    // hard to read, for a mistake that harms nothing while it is refused here). Like any invalid edit, it changes nothing else:
+    // the controller keeps serving the pool's last valid spec, so no Service loses or moves its
+    // address (see `Core::load_pools`).
+    let mut parsed: Vec<(usize, ferrolb_model::IpRange)> = Vec::new();
     for (i, text) in pool.spec.addresses.iter().enumerate() {
         match parse_range(text) {
-            Ok(r) => ranges.push(r),
+            Ok(r) => {
+                if let Some((j, _)) = parsed.iter().find(|(_, earlier)| earlier.overlaps(&r)) {
+                    errors.push(FieldError {
+                        field: format!("spec.addresses[{i}]"),
+                        message: format!(
+                            "{text:?} overlaps spec.addresses[{j}] ({:?}); list each address once",
+                            pool.spec.addresses[*j]
+                        ),
+                    });
+                }
+                parsed.push((i, r));
+                ranges.push(r);
+            }
             Err(e) => errors.push(FieldError {
                 field: format!("spec.addresses[{i}]"),
                 message: format!("{text:?}: {e}"),
@@ -215,6 +236,89 @@ mod tests {
             errs[0]
         );
         assert!(parse_pool(&pool("c", &[], None), 0).unwrap_err()[0].field == "spec.addresses");
+    }
+
+    #[test]
+    fn repeated_or_overlapping_entries_are_named() {
+        let table: [(&[&str], &[(&str, &str)]); 5] = [
+            (
+                &["192.0.2.64/26", "192.0.2.70-192.0.2.80"],
+                &[(
+                    "spec.addresses[1]",
+                    "\"192.0.2.70-192.0.2.80\" overlaps spec.addresses[0] (\"192.0.2.64/26\"); list each address once",
+                )],
+            ),
+            (
+                &["192.0.2.64/26", "2001:db8::/120", "192.0.2.64/26"],
+                &[(
+                    "spec.addresses[2]",
+                    "\"192.0.2.64/26\" overlaps spec.addresses[0] (\"192.0.2.64/26\"); list each address once",
+                )],
+            ),
+            (
+                &["2001:db8::/120", "2001:db8::5"],
+                &[(
+                    "spec.addresses[1]",
+                    "\"2001:db8::5\" overlaps spec.addresses[0] (\"2001:db8::/120\"); list each address once",
+                )],
+            ),
+            // Adjacent is fine, and so is the same number in the other family.
+            (
+                &["192.0.2.0-192.0.2.9", "192.0.2.10/31", "::c000:200/120"],
+                &[],
+            ),
+            (
+                &["192.0.2.0/24", "192.0.2.0/24"],
+                &[("spec.addresses[1]", "")],
+            ),
+        ];
+        for (addresses, want) in table {
+            let got = match parse_pool(&pool("o", addresses, None), 0) {
+                Ok(_) => vec![],
+                Err(errs) => errs,
+            };
+            let got: Vec<(&str, &str)> = got
+                .iter()
+                .map(|e| (e.field.as_str(), e.message.as_str()))
+                .collect();
+            assert_eq!(got.len(), want.len(), "{addresses:?}: {got:?}");
+            for (g, w) in got.iter().zip(want) {
+                assert_eq!(g.0, w.0, "{addresses:?}");
+                assert!(g.1.starts_with(w.1), "{addresses:?}: {}", g.1);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_label_syntax_in_a_selector_is_named() {
+        let sa = ServiceAllocation {
+            namespace_selectors: vec![LabelSelector {
+                match_labels: Some([("app name".to_string(), "x".to_string())].into()),
+                match_expressions: None,
+            }],
+            service_selectors: vec![LabelSelector {
+                match_labels: Some([("tier".to_string(), "a b".to_string())].into()),
+                match_expressions: None,
+            }],
+            ..Default::default()
+        };
+        let errs = parse_pool(&pool("l", &["192.0.2.64/26"], Some(sa)), 0).unwrap_err();
+        let got: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].starts_with(
+                "spec.serviceAllocation.namespaceSelectors[0]: matchLabels: label key \"app name\" is invalid"
+            ),
+            "{}",
+            got[0]
+        );
+        assert!(
+            got[1].starts_with(
+                "spec.serviceAllocation.serviceSelectors[0]: matchLabels[tier]: label value \"a b\" is invalid"
+            ),
+            "{}",
+            got[1]
+        );
     }
 
     #[test]
