@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ferrolb_config::l2::parse_advertisement;
+use ferrolb_config::l2::{parse_advertisement, unknown_pools};
 use ferrolb_config::pool::{FieldError, parse_pool, ranks};
 use ferrolb_config::service::ASSIGNED_POOL;
 use ferrolb_crds::{IPAddressPool, L2Advertisement};
@@ -199,6 +199,9 @@ impl Stores {
 pub struct Problems {
     /// Advertisement name → its invalid fields (the advertisement is ignored).
     pub advertisements: BTreeMap<String, Vec<FieldError>>,
+    /// Advertisement name → its `spec.ipAddressPools` entries that name no pool (the
+    /// advertisement still applies to the others; shown in its `status.problems`).
+    pub unknown_pools: BTreeMap<String, Vec<FieldError>>,
 }
 
 pub fn key_of<K: Resource>(obj: &K) -> String {
@@ -261,6 +264,12 @@ pub fn world(stores: &Stores, class: Option<&str>) -> (World, Problems) {
         );
     }
     for adv in stores.advertisements.state() {
+        let unknown = unknown_pools(&adv, |n| world.pools.contains_key(n));
+        if !unknown.is_empty() {
+            problems
+                .unknown_pools
+                .insert(adv.metadata.name.clone().unwrap_or_default(), unknown);
+        }
         match parse_advertisement(&adv) {
             Ok(a) => world.advertisements.push(a),
             Err(errors) => {
