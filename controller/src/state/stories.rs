@@ -963,3 +963,198 @@ fn restart_gives_a_doubly_claimed_address_to_the_older_service() {
     );
     assert_eq!(sim.pass(), vec![]);
 }
+
+/// A valid pool edited so that its entries overlap is refused like any invalid edit: the
+/// Invalid condition names the entry, and the pool keeps serving with its last valid spec, so
+/// no Service loses or moves its address. A pool that overlaps itself from the start is not
+/// used at all.
+#[test]
+fn a_pool_whose_entries_overlap_is_invalid_and_moves_nothing() {
+    let mut sim = Sim::start(
+        vec![fresh("ns/a")],
+        vec![pool("p", &["192.0.2.64/26"], "2026-01-01T00:00:00Z")],
+        &["ns"],
+    );
+    assert_eq!(
+        sim.pass(),
+        vec![(
+            "ns/a".into(),
+            write(&["192.0.2.64"], Some("p"), true),
+            normal("IPAllocated", "assigned 192.0.2.64 from pool p"),
+        )]
+    );
+    sim.tick();
+    sim.apply_pool(pool(
+        "p",
+        &["192.0.2.64/26", "192.0.2.70-192.0.2.80"],
+        "2026-01-01T00:00:00Z",
+    ));
+    assert_eq!(sim.decide(), vec![]);
+    let pools = sim.finish().unwrap();
+    let (_, status) = &pools.writes[0];
+    assert_eq!(
+        conditions(status)[0],
+        (
+            "Invalid",
+            "True",
+            "InvalidSpec",
+            "spec.addresses[1]: \"192.0.2.70-192.0.2.80\" overlaps spec.addresses[0] \
+             (\"192.0.2.64/26\"); list each address once; the pool keeps serving with its last \
+             valid spec until this is fixed"
+        )
+    );
+    assert_eq!(status.assigned.as_deref(), Some("1"));
+    // A new Service still gets an address from the last valid spec.
+    sim.apply(fresh("ns/b"));
+    assert_eq!(
+        sim.pass(),
+        vec![(
+            "ns/b".into(),
+            write(&["192.0.2.65"], Some("p"), true),
+            normal("IPAllocated", "assigned 192.0.2.65 from pool p"),
+        )]
+    );
+    // The same CIDR twice in a new pool: not used.
+    sim.apply_pool(pool(
+        "twice",
+        &["192.0.2.0/28", "192.0.2.0/28"],
+        "2026-01-02T00:00:00Z",
+    ));
+    assert_eq!(sim.decide(), vec![]);
+    let pools = sim.finish().unwrap();
+    let twice = &pools.writes.iter().find(|(n, _)| n == "twice").unwrap().1;
+    assert_eq!(
+        conditions(twice)[0],
+        (
+            "Invalid",
+            "True",
+            "InvalidSpec",
+            "spec.addresses[1]: \"192.0.2.0/28\" overlaps spec.addresses[0] (\"192.0.2.0/28\"); \
+             list each address once"
+        )
+    );
+}
+
+/// kube-vip's `kube-vip.io/loadbalancerIPs` asks for an address as ferrolb's own annotation
+/// does; the two disagreeing is refused with an Event naming both, and the Service keeps what
+/// it holds.
+#[test]
+fn kube_vips_annotation_requests_an_address() {
+    let kv = |ip: &str| json!({"kube-vip.io/loadbalancerIPs": ip});
+    let mut sim = Sim::start(
+        vec![service("ns/a", json!({}), kv("192.0.2.70"), &[])],
+        vec![pool("p", &["192.0.2.64/26"], "2026-01-01T00:00:00Z")],
+        &["ns"],
+    );
+    assert_eq!(
+        sim.pass(),
+        vec![(
+            "ns/a".into(),
+            write(&["192.0.2.70"], Some("p"), true),
+            normal("IPAllocated", "assigned 192.0.2.70 from pool p"),
+        )]
+    );
+    sim.tick();
+    let mut svc = sim.services["ns/a"].clone();
+    svc.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("ferrolb.io/loadBalancerIPs".into(), "192.0.2.71".into());
+    sim.apply(svc);
+    assert_eq!(
+        sim.pass(),
+        vec![(
+            "ns/a".into(),
+            None,
+            warning(
+                "AllocationFailed",
+                "annotations ferrolb.io/loadBalancerIPs and kube-vip.io/loadbalancerIPs disagree \
+                 (\"192.0.2.71\" vs \"192.0.2.70\"); keep one"
+            ),
+        )]
+    );
+    assert_eq!(sim.services["ns/a"].ips(), ips(&["192.0.2.70"]));
+}
+
+/// Taking over from MetalLB: Services whose status holds an address MetalLB assigned, with the
+/// annotations exactly as MetalLB writes them (`metallb.universe.tf/` before v0.15,
+/// `metallb.io/` since), keep exactly that address when it lies in a ferrolb pool, whatever the
+/// MetalLB pool was called; only ferrolb's pool annotation is added, no Event. MetalLB's
+/// requested-address annotations keep being honoured.
+#[test]
+fn metallb_addresses_are_adopted_at_take_over() {
+    let dual = json!({"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv4", "IPv6"]});
+    let mut sim = Sim::start(
+        vec![
+            service(
+                "ns/old",
+                json!({}),
+                json!({"metallb.universe.tf/ip-allocated-from-pool": "metallb-pool"}),
+                &["192.0.2.90"],
+            ),
+            service(
+                "ns/new",
+                json!({}),
+                json!({"metallb.io/ip-allocated-from-pool": "metallb-pool"}),
+                &["192.0.2.64"],
+            ),
+            service(
+                "ns/asked",
+                json!({}),
+                json!({"metallb.universe.tf/ip-allocated-from-pool": "metallb-pool",
+                       "metallb.universe.tf/loadBalancerIPs": "192.0.2.100"}),
+                &["192.0.2.100"],
+            ),
+            service(
+                "ns/asked-new",
+                dual,
+                json!({"metallb.io/ip-allocated-from-pool": "metallb-pool",
+                       "metallb.io/loadBalancerIPs": "192.0.2.101,2001:db8::1:65"}),
+                &["192.0.2.101", "2001:db8::1:65"],
+            ),
+        ],
+        vec![pool(
+            "lab",
+            &["192.0.2.64/26", "2001:db8::1:0/112"],
+            "2026-01-01T00:00:00Z",
+        )],
+        &["ns"],
+    );
+    // Keys in order: asked, asked-new, new, old.
+    assert_eq!(
+        sim.pass(),
+        vec![
+            (
+                "ns/asked".into(),
+                write(&["192.0.2.100"], Some("lab"), true),
+                None
+            ),
+            (
+                "ns/asked-new".into(),
+                write(&["192.0.2.101", "2001:db8::1:65"], Some("lab"), true),
+                None
+            ),
+            (
+                "ns/new".into(),
+                write(&["192.0.2.64"], Some("lab"), true),
+                None
+            ),
+            (
+                "ns/old".into(),
+                write(&["192.0.2.90"], Some("lab"), true),
+                None
+            ),
+        ]
+    );
+    assert_eq!(sim.pass(), vec![]);
+    // A new Service gets none of the adopted addresses.
+    sim.apply(fresh("ns/next"));
+    assert_eq!(
+        sim.pass(),
+        vec![(
+            "ns/next".into(),
+            write(&["192.0.2.65"], Some("lab"), true),
+            normal("IPAllocated", "assigned 192.0.2.65 from pool lab"),
+        )]
+    );
+}
