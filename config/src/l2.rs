@@ -82,6 +82,30 @@ pub fn unknown_pools(adv: &L2Advertisement, exists: impl Fn(&str) -> bool) -> Ve
         .collect()
 }
 
+/// Label keys and values of bad syntax in the advertisement's selectors, each with its path.
+/// Not a reason to ignore the advertisement, which earlier versions applied (such a key matches
+/// nothing): a problem to show on it.
+pub fn label_syntax(adv: &L2Advertisement) -> Vec<FieldError> {
+    let spec = &adv.spec;
+    let lists = [
+        ("ipAddressPoolSelectors", &spec.ip_address_pool_selectors),
+        ("nodeSelectors", &spec.node_selectors),
+        ("serviceSelectors", &spec.service_selectors),
+    ];
+    let mut out = Vec::new();
+    for (field, list) in lists {
+        for (i, s) in list.iter().enumerate() {
+            if let Err(e) = selector::check_syntax(s) {
+                out.push(FieldError {
+                    field: format!("spec.{field}[{i}]"),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -194,12 +218,13 @@ mod tests {
 
     #[test]
     fn bad_label_syntax_is_named() {
-        let errs = parse_advertisement(&adv(L2AdvertisementSpec {
+        let a = adv(L2AdvertisementSpec {
             node_selectors: vec![sel("a b", "x")],
             ip_address_pool_selectors: vec![sel("tier", "-gold")],
             ..L2AdvertisementSpec::default()
-        }))
-        .unwrap_err();
+        });
+        assert!(parse_advertisement(&a).is_ok(), "applied as before");
+        let errs = label_syntax(&a);
         let got: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert_eq!(got.len(), 2, "{got:?}");
         assert!(

@@ -69,8 +69,35 @@ pub struct ValidPool {
 
 /// Validates one pool. `rank` orders pools by age (see [`ranks`]).
 pub fn parse_pool(pool: &IPAddressPool, rank: u64) -> Result<ValidPool, Vec<FieldError>> {
+    match check_pool(pool, rank) {
+        Checked {
+            pool: Some(p),
+            errors,
+        } if errors.is_empty() => Ok(p),
+        Checked { errors, .. } => Err(errors),
+    }
+}
+
+/// A pool's problems, and the pool as versions of ferrolb before 0.2 built it: those accepted
+/// entries that overlap (merging them) and label keys and values of any syntax (a key no object
+/// can carry matches nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    /// The pool as earlier versions built it; `None` when they refused it too.
+    pub pool: Option<ValidPool>,
+    /// Every problem, with its field.
+    pub errors: Vec<FieldError>,
+}
+
+/// Validates one pool and says which of its problems earlier versions accepted: a daemon that
+/// was using such a pool may keep using it as it was while it reports them, so that upgrading
+/// ferrolb moves no Service and silences no address (see `Core::load_pools` and the speaker's
+/// `watch::world`).
+pub fn check_pool(pool: &IPAddressPool, rank: u64) -> Checked {
     let name = PoolName::new(pool.metadata.name.clone().unwrap_or_default());
     let mut errors = Vec::new();
+    // Problems that earlier versions accepted.
+    let mut tolerated = Vec::new();
     let mut ranges = Vec::new();
     if pool.spec.addresses.is_empty() {
         errors.push(FieldError {
@@ -79,19 +106,19 @@ pub fn parse_pool(pool: &IPAddressPool, rank: u64) -> Result<ValidPool, Vec<Fiel
         });
     }
     // Entries that repeat or overlap an earlier one are refused, as MetalLB refuses overlapping
-    // CIDRs in one pool: it is almost always a typo (a range meant to be elsewhere), and a count
-    // of the pool's addresses would count them twice. It is a condition, not a CEL rule: CEL
-    // would have to compare every pair of the up to 64 entries, and a `start-end` range is no
-    // CIDR its library can parse (splitting the text and comparing `ip()`s per pair is costly and
-    // hard to read, for a mistake that harms nothing while it is refused here). Like any invalid edit, it changes nothing else:
-    // the controller keeps serving the pool's last valid spec, so no Service loses or moves its
-    // address (see `Core::load_pools`).
+    // CIDRs in one pool: it is almost always a typo (a range meant to be elsewhere), and the
+    // addresses would be counted twice by anyone reading the spec. Like any invalid edit, it
+    // changes nothing else: the controller keeps serving the pool's last valid spec, so no
+    // Service loses or moves its address (`Core::load_pools`). It is a condition, not a CEL rule:
+    // CEL would have to compare every pair of the up to 64 entries, and a `start-end` range is no
+    // CIDR its library parses (splitting the text and comparing `ip()`s per pair is costly at
+    // admission and hard to read).
     let mut parsed: Vec<(usize, ferrolb_model::IpRange)> = Vec::new();
     for (i, text) in pool.spec.addresses.iter().enumerate() {
         match parse_range(text) {
             Ok(r) => {
                 if let Some((j, _)) = parsed.iter().find(|(_, earlier)| earlier.overlaps(&r)) {
-                    errors.push(FieldError {
+                    tolerated.push(FieldError {
                         field: format!("spec.addresses[{i}]"),
                         message: format!(
                             "{text:?} overlaps spec.addresses[{j}] ({:?}); list each address once",
@@ -113,40 +140,76 @@ pub fn parse_pool(pool: &IPAddressPool, rank: u64) -> Result<ValidPool, Vec<Fiel
     if let Some(sa) = &pool.spec.service_allocation {
         priority = sa.priority;
         selection.namespaces = sa.namespaces.iter().cloned().collect();
-        for (i, s) in sa.namespace_selectors.iter().enumerate() {
-            match selector::parse(s) {
-                Ok(s) => selection.namespace_selectors.push(s),
-                Err(e) => errors.push(FieldError {
-                    field: format!("spec.serviceAllocation.namespaceSelectors[{i}]"),
-                    message: e.to_string(),
-                }),
-            }
-        }
-        for (i, s) in sa.service_selectors.iter().enumerate() {
-            match selector::parse(s) {
-                Ok(s) => selection.service_selectors.push(s),
-                Err(e) => errors.push(FieldError {
-                    field: format!("spec.serviceAllocation.serviceSelectors[{i}]"),
-                    message: e.to_string(),
-                }),
+        let lists = [
+            (
+                "namespaceSelectors",
+                &sa.namespace_selectors,
+                &mut selection.namespace_selectors,
+            ),
+            (
+                "serviceSelectors",
+                &sa.service_selectors,
+                &mut selection.service_selectors,
+            ),
+        ];
+        for (field, given, built) in lists {
+            for (i, s) in given.iter().enumerate() {
+                let field = format!("spec.serviceAllocation.{field}[{i}]");
+                match selector::parse(s) {
+                    Ok(s) => built.push(s),
+                    Err(e) => errors.push(FieldError {
+                        field: field.clone(),
+                        message: e.to_string(),
+                    }),
+                }
+                if let Err(e) = selector::check_syntax(s) {
+                    tolerated.push(FieldError {
+                        field,
+                        message: e.to_string(),
+                    });
+                }
             }
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let spec = PoolSpec::new(name, ranges)
-        .map_err(|e| {
-            vec![FieldError {
-                field: "spec.addresses".into(),
-                message: e.to_string(),
-            }]
-        })?
-        .with_auto_assign(pool.spec.auto_assign)
-        .with_avoid_buggy_ips(pool.spec.avoid_buggy_ips)
-        .with_priority(priority)
-        .with_rank(rank);
-    Ok(ValidPool { spec, selection })
+    let pool = if errors.is_empty() {
+        match PoolSpec::new(name, ranges) {
+            Ok(spec) => Some(ValidPool {
+                spec: spec
+                    .with_auto_assign(pool.spec.auto_assign)
+                    .with_avoid_buggy_ips(pool.spec.avoid_buggy_ips)
+                    .with_priority(priority)
+                    .with_rank(rank),
+                selection,
+            }),
+            Err(e) => {
+                errors.push(FieldError {
+                    field: "spec.addresses".into(),
+                    message: e.to_string(),
+                });
+                None
+            }
+        }
+    } else {
+        None
+    };
+    errors.extend(tolerated);
+    // In the order of the fields.
+    errors.sort_by(|a, b| field_order(&a.field).cmp(&field_order(&b.field)));
+    Checked { pool, errors }
+}
+
+/// Sort key of a field path: its parts, with list indices compared as numbers.
+fn field_order(field: &str) -> Vec<(String, usize)> {
+    field
+        .split('.')
+        .map(|part| match part.split_once('[') {
+            Some((name, index)) => (
+                name.to_string(),
+                index.trim_end_matches(']').parse().unwrap_or(0),
+            ),
+            None => (part.to_string(), 0),
+        })
+        .collect()
 }
 
 /// Age ranks of pools: older (by creation time, then name) first. The older pool keeps addresses
@@ -289,6 +352,24 @@ mod tests {
         }
     }
 
+    /// Overlaps and label syntax are problems earlier versions accepted: the pool they built
+    /// comes with the errors; any other problem leaves none.
+    #[test]
+    fn check_pool_keeps_what_earlier_versions_built() {
+        let c = check_pool(&pool("o", &["192.0.2.64/26", "192.0.2.64/28"], None), 0);
+        assert_eq!(c.errors.len(), 1);
+        let p = c.pool.unwrap();
+        assert_eq!(p.spec.ranges().len(), 2);
+        let c = check_pool(
+            &pool("o", &["192.0.2.64/26", "192.0.2.64/28", "x"], None),
+            0,
+        );
+        assert_eq!(c.errors.len(), 2);
+        assert_eq!(c.pool, None);
+        let c = check_pool(&pool("o", &["192.0.2.64/26"], None), 0);
+        assert!(c.errors.is_empty() && c.pool.is_some());
+    }
+
     #[test]
     fn bad_label_syntax_in_a_selector_is_named() {
         let sa = ServiceAllocation {
@@ -302,7 +383,9 @@ mod tests {
             }],
             ..Default::default()
         };
-        let errs = parse_pool(&pool("l", &["192.0.2.64/26"], Some(sa)), 0).unwrap_err();
+        let c = check_pool(&pool("l", &["192.0.2.64/26"], Some(sa)), 0);
+        assert!(c.pool.is_some(), "earlier versions built it");
+        let errs = c.errors;
         let got: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert_eq!(got.len(), 2, "{got:?}");
         assert!(

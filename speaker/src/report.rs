@@ -272,12 +272,13 @@ impl Writer {
     }
 }
 
-/// Summary text of the problems of an advertisement: the pools it names that do not exist
-/// (`unknown`, with their paths) and those in its node entries, e.g.
+/// Summary text of the problems of an advertisement: those found in its spec that do not stop
+/// it from applying (`notes`, with their paths: a pool that does not exist, bad label syntax)
+/// and those in its node entries, e.g.
 /// `spec.ipAddressPools[1]: pool "nope" does not exist; spec.interfaces: eth9 missing on node-1, node-2`.
 pub fn problems_summary(
     entries: &[ferrolb_crds::L2NodeStatus],
-    unknown: &[ferrolb_config::pool::FieldError],
+    notes: &[ferrolb_config::pool::FieldError],
 ) -> Option<String> {
     let mut missing: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for e in entries {
@@ -285,7 +286,7 @@ pub fn problems_summary(
             missing.entry(i.as_str()).or_default().push(e.node.as_str());
         }
     }
-    let lines: Vec<String> = unknown
+    let lines: Vec<String> = notes
         .iter()
         .map(ToString::to_string)
         .chain(

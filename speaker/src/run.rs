@@ -539,12 +539,12 @@ impl Speaker<'_> {
                         .collect::<Vec<_>>()
                         .join("; ")),
                 };
-                let unknown = problems
-                    .unknown_pools
+                let notes = problems
+                    .notes
                     .get(&name)
                     .map(Vec::as_slice)
                     .unwrap_or_default();
-                wrote |= self.summary(&adv, valid, unknown);
+                wrote |= self.summary(&adv, valid, notes);
             }
             if invalid.is_some() {
                 continue;
@@ -624,7 +624,7 @@ impl Speaker<'_> {
         &self,
         adv: &Arc<L2Advertisement>,
         valid: Result<(), String>,
-        unknown: &[ferrolb_config::pool::FieldError],
+        notes: &[ferrolb_config::pool::FieldError],
     ) -> bool {
         let entries = adv
             .status
@@ -632,7 +632,7 @@ impl Speaker<'_> {
             .map(|s| s.nodes.clone())
             .unwrap_or_default();
         let count = i32::try_from(entries.len()).unwrap_or(i32::MAX);
-        let problems = problems_summary(&entries, unknown);
+        let problems = problems_summary(&entries, notes);
         let status = adv.status.clone().unwrap_or_default();
         let (want_status, want_msg) = match &valid {
             Ok(()) => ("True", None),

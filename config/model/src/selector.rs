@@ -183,14 +183,14 @@ impl Selector {
     ) -> Result<Selector, SelectorError> {
         let mut requirements = Vec::new();
         for (k, v) in match_labels {
-            check_key("matchLabels", k)?;
-            check_value(format!("matchLabels[{k}]"), v)?;
+            if k.is_empty() {
+                return Err(SelectorError::EmptyKey);
+            }
             requirements.push(Requirement::In(k.clone(), vec![v.clone()]));
         }
         for (index, e) in match_expressions.into_iter().enumerate() {
-            check_key(&format!("matchExpressions[{index}]"), e.key)?;
-            for (i, v) in e.values.iter().enumerate() {
-                check_value(format!("matchExpressions[{index}].values[{i}]"), v)?;
+            if e.key.is_empty() {
+                return Err(SelectorError::EmptyKey);
             }
             let values = e.values.to_vec();
             let operator = e.operator.to_string();
@@ -210,6 +210,27 @@ impl Selector {
             requirements.push(req);
         }
         Ok(Selector { requirements })
+    }
+
+    /// The first label key or value of a selector (as [`Selector::new`] takes it) that is not
+    /// valid Kubernetes syntax. Separate from [`Selector::new`]: earlier versions of ferrolb built
+    /// such selectors (a key no object can carry matches nothing), and a caller may need to keep
+    /// using what it built then while it reports the syntax.
+    pub fn check_syntax<'a>(
+        match_labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+        match_expressions: impl IntoIterator<Item = Expression<'a>>,
+    ) -> Result<(), SelectorError> {
+        for (k, v) in match_labels {
+            check_key("matchLabels", k)?;
+            check_value(format!("matchLabels[{k}]"), v)?;
+        }
+        for (index, e) in match_expressions.into_iter().enumerate() {
+            check_key(&format!("matchExpressions[{index}]"), e.key)?;
+            for (i, v) in e.values.iter().enumerate() {
+                check_value(format!("matchExpressions[{index}].values[{i}]"), v)?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether `labels` satisfy every requirement.
@@ -292,15 +313,16 @@ mod tests {
     }
 
     #[test]
-    fn a_selector_with_bad_syntax_names_where() {
+    fn bad_syntax_names_where() {
         let labels: BTreeMap<String, String> = [("app name".to_string(), "x".to_string())].into();
-        let err = Selector::new(&labels, []).unwrap_err().to_string();
+        assert!(Selector::new(&labels, []).is_ok(), "built as before");
+        let err = Selector::check_syntax(&labels, []).unwrap_err().to_string();
         assert_eq!(
             err,
             "matchLabels: label key \"app name\" is invalid: the name part may hold only letters, digits, '-', '_' and '.', and must start and end with a letter or digit"
         );
         let labels: BTreeMap<String, String> = [("app".to_string(), "a b".to_string())].into();
-        let err = Selector::new(&labels, []).unwrap_err().to_string();
+        let err = Selector::check_syntax(&labels, []).unwrap_err().to_string();
         assert!(
             err.starts_with("matchLabels[app]: label value \"a b\" is invalid"),
             "{err}"
@@ -311,7 +333,7 @@ mod tests {
             operator: "In",
             values: &values,
         };
-        let err = Selector::new(&BTreeMap::new(), [expr])
+        let err = Selector::check_syntax(&BTreeMap::new(), [expr])
             .unwrap_err()
             .to_string();
         assert!(
@@ -323,7 +345,7 @@ mod tests {
             operator: "Exists",
             values: &[],
         };
-        let err = Selector::new(&BTreeMap::new(), [expr])
+        let err = Selector::check_syntax(&BTreeMap::new(), [expr])
             .unwrap_err()
             .to_string();
         assert!(

@@ -31,7 +31,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use ferrolb_allocator::{Allocator, PoolName, PoolsReport, ServiceKey, Sharing};
-use ferrolb_config::pool::{FieldError, parse_pool, ranks};
+use ferrolb_config::pool::{Checked, FieldError, check_pool, ranks};
 use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
 use ferrolb_daemon::service::CachedService as Service;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
@@ -235,16 +235,28 @@ impl Core {
     fn load_pools(&mut self, now: Instant) {
         let ranks = ranks(self.pools.objects.values());
         // A pool that becomes invalid keeps serving with its last valid spec: a typo in one
-        // range must not take every address of the pool away from its Services.
+        // range must not take every address of the pool away from its Services. So does a pool
+        // edited so that its entries overlap, or given a selector of bad label syntax: no
+        // Service loses or moves its address, new ones come from the last valid spec, and the
+        // Invalid condition says so. Before the first restore there is no last valid spec; a pool
+        // whose only problems are ones earlier versions accepted (those two) is then served as
+        // they served it, so that upgrading the controller moves no Service.
         let mut previous = std::mem::take(&mut self.valid);
         self.invalid.clear();
         for (name, obj) in &self.pools.objects {
-            match parse_pool(obj, ranks.get(name).copied().unwrap_or(u64::MAX)) {
-                Ok(p) => {
+            let checked = check_pool(obj, ranks.get(name).copied().unwrap_or(u64::MAX));
+            match checked {
+                Checked {
+                    pool: Some(p),
+                    errors,
+                } if errors.is_empty() => {
                     self.valid.insert(p.spec.name().clone(), p);
                 }
-                Err(errors) => {
-                    let kept = previous.remove(&PoolName::new(name.clone()));
+                Checked { pool, errors } => {
+                    let mut kept = previous.remove(&PoolName::new(name.clone()));
+                    if kept.is_none() && !self.restored {
+                        kept = pool;
+                    }
                     warn!(pool = %name, errors = %join(&errors), last_valid_kept = kept.is_some(), "invalid IPAddressPool");
                     if let Some(p) = kept {
                         self.valid.insert(p.spec.name().clone(), p);

@@ -1035,6 +1035,49 @@ fn a_pool_whose_entries_overlap_is_invalid_and_moves_nothing() {
     );
 }
 
+/// Upgrading the controller while a pool's entries overlap (earlier versions merged them): at
+/// start there is no last valid spec, so the pool is served as before and reported Invalid, and
+/// its Services keep their addresses.
+#[test]
+fn an_upgrade_keeps_a_pool_whose_entries_overlap_serving() {
+    let p = json!({ASSIGNED_POOL: "p"});
+    let mut sim = Sim::start(
+        vec![
+            service("ns/a", json!({}), p.clone(), &["192.0.2.70"]),
+            service("ns/b", json!({}), p, &["192.0.2.130"]),
+        ],
+        vec![pool(
+            "p",
+            &["192.0.2.64/26", "192.0.2.70-192.0.2.80", "192.0.2.128/30"],
+            "2026-01-01T00:00:00Z",
+        )],
+        &["ns"],
+    );
+    assert_eq!(sim.pass(), vec![]);
+    sim.apply(fresh("ns/c"));
+    assert_eq!(
+        sim.pass(),
+        vec![(
+            "ns/c".into(),
+            write(&["192.0.2.64"], Some("p"), true),
+            normal("IPAllocated", "assigned 192.0.2.64 from pool p"),
+        )]
+    );
+    let status = sim.pools["p"].status.clone().unwrap();
+    assert_eq!(
+        conditions(&status)[0],
+        (
+            "Invalid",
+            "True",
+            "InvalidSpec",
+            "spec.addresses[1]: \"192.0.2.70-192.0.2.80\" overlaps spec.addresses[0] \
+             (\"192.0.2.64/26\"); list each address once; the pool keeps serving with its last \
+             valid spec until this is fixed"
+        )
+    );
+    assert_eq!(status.assigned.as_deref(), Some("3"));
+}
+
 /// kube-vip's `kube-vip.io/loadbalancerIPs` asks for an address as ferrolb's own annotation
 /// does; the two disagreeing is refused with an Event naming both, and the Service keeps what
 /// it holds.
