@@ -194,7 +194,7 @@ pub fn check_pool(pool: &IPAddressPool, rank: u64) -> Checked {
     };
     errors.extend(tolerated);
     // In the order of the fields.
-    errors.sort_by(|a, b| field_order(&a.field).cmp(&field_order(&b.field)));
+    errors.sort_by_key(|e| field_order(&e.field));
     Checked { pool, errors }
 }
 
@@ -303,7 +303,9 @@ mod tests {
 
     #[test]
     fn repeated_or_overlapping_entries_are_named() {
-        let table: [(&[&str], &[(&str, &str)]); 5] = [
+        /// The entries, and the errors wanted: (field, start of the message).
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+        let table: [Case; 5] = [
             (
                 &["192.0.2.64/26", "192.0.2.70-192.0.2.80"],
                 &[(

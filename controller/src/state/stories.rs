@@ -109,10 +109,33 @@ fn warning(reason: &'static str, note: &str) -> Option<Event> {
     })
 }
 
+/// The actions that write the status or publish an Event; those that only change the
+/// `ferrolb.io/Allocated` condition are asserted with [`allocated`].
 fn summary(actions: &[Action]) -> Vec<Summary> {
     actions
         .iter()
+        .filter(|a| a.write.is_some() || a.event.is_some())
         .map(|a| (a.key.to_string(), a.write.clone(), a.event.clone()))
+        .collect()
+}
+
+/// The `ferrolb.io/Allocated` condition changes of `actions`, as `(service, status, reason,
+/// message)`; `("ns/a", "-", "", "")` for a removal.
+fn allocated(actions: &[Action]) -> Vec<(String, String, String, String)> {
+    actions
+        .iter()
+        .filter_map(|a| {
+            let c = a.condition.as_ref()?;
+            Some(match c {
+                ConditionWrite::Set(c) => (
+                    a.key.to_string(),
+                    c.status.clone(),
+                    c.reason.clone(),
+                    c.message.clone(),
+                ),
+                ConditionWrite::Remove => (a.key.to_string(), "-".into(), "".into(), "".into()),
+            })
+        })
         .collect()
 }
 
@@ -182,7 +205,17 @@ impl Sim {
     }
 
     /// A Service is created or changed.
-    fn apply(&mut self, svc: Service) {
+    /// As an update through the API, which cannot change the status subresource's conditions:
+    /// they are kept when `svc` carries none (the stories build Services afresh).
+    fn apply(&mut self, mut svc: Service) {
+        let kept = self
+            .services
+            .get(&svc.key().to_string())
+            .and_then(|s| s.status.as_ref()?.conditions.clone());
+        let status = svc.status.get_or_insert_default();
+        if status.conditions.is_none() {
+            status.conditions = kept;
+        }
         self.services.insert(svc.key().to_string(), svc.clone());
         self.core
             .input(Input::Service(Watch::Apply(svc)), self.at());
@@ -203,7 +236,7 @@ impl Sim {
 
     /// A pass: the decisions, summarised.
     fn decide(&mut self) -> Vec<Action> {
-        let d = self.core.decide();
+        let d = self.core.decide(WALL.parse().unwrap());
         self.errors.extend(d.errors);
         d.actions
     }
@@ -211,19 +244,30 @@ impl Sim {
     /// Every write lands: the API server applies it and the watch echoes the Service.
     fn land(&mut self, actions: &[Action]) {
         for a in actions {
+            let mut svc = self.services[&a.key.to_string()].clone();
+            if let Some(c) = &a.condition {
+                let status = svc.status.get_or_insert_default();
+                let conds = status.conditions.get_or_insert_default();
+                conds.retain(|x| x.type_ != ALLOCATED);
+                if let ConditionWrite::Set(c) = c {
+                    conds.push(c.clone());
+                }
+            }
             let Some(w) = &a.write else {
                 self.core.service_done(&a.key, a.since, Outcome::NoWrite);
+                if a.condition.is_some() {
+                    self.apply(svc);
+                }
                 continue;
             };
             self.core.service_done(&a.key, a.since, Outcome::Written);
-            let mut svc = self.services[&a.key.to_string()].clone();
             let ingress = w
                 .ips
                 .iter()
                 .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
                 .collect::<Vec<_>>();
-            svc.status =
-                serde_json::from_value(json!({"loadBalancer": {"ingress": ingress}})).unwrap();
+            svc.status.get_or_insert_default().load_balancer =
+                serde_json::from_value(json!({"ingress": ingress})).unwrap();
             let annotations = svc.metadata.annotations.get_or_insert_default();
             match &w.pool {
                 Some(p) => annotations.insert(ASSIGNED_POOL.into(), p.clone()),
@@ -236,7 +280,7 @@ impl Sim {
     /// Every write of `actions` fails.
     fn fail(&mut self, actions: &[Action]) {
         for a in actions {
-            let outcome = if a.write.is_some() {
+            let outcome = if a.write.is_some() || a.condition.is_some() {
                 Outcome::Failed
             } else {
                 Outcome::NoWrite
@@ -1199,5 +1243,145 @@ fn metallb_addresses_are_adopted_at_take_over() {
             write(&["192.0.2.65"], Some("lab"), true),
             normal("IPAllocated", "assigned 192.0.2.65 from pool lab"),
         )]
+    );
+}
+
+/// Every Service ferrolb handles carries a `ferrolb.io/Allocated` condition, since Events
+/// expire: True with its addresses and pool, False with the Event's reason and why (and what
+/// it keeps meanwhile). It is written with the status when that changes, alone otherwise (a
+/// Service restored from an earlier version), only when it changes, and removed when the
+/// Service is no longer ferrolb's. The Events stay as they were.
+#[test]
+fn each_service_shows_its_allocation_as_a_condition() {
+    let p = json!({ASSIGNED_POOL: "p"});
+    let mut sim = Sim::start(
+        vec![service("ns/old", json!({}), p, &["192.0.2.0"])],
+        vec![pool("p", &["192.0.2.0/31"], "2026-01-01T00:00:00Z")],
+        &["ns"],
+    );
+    // Restored from an earlier version: the condition alone.
+    let actions = sim.decide();
+    assert_eq!(summary(&actions), vec![]);
+    assert_eq!(
+        allocated(&actions),
+        vec![(
+            "ns/old".into(),
+            "True".into(),
+            "IPAllocated".into(),
+            "192.0.2.0 from pool p".into()
+        )]
+    );
+    let ConditionWrite::Set(c) = actions[0].condition.clone().unwrap() else {
+        panic!()
+    };
+    assert_eq!(c.type_, ALLOCATED);
+    assert_eq!(c.last_transition_time.0, WALL.parse::<Timestamp>().unwrap());
+    sim.land(&actions);
+    sim.finish();
+    assert_eq!(sim.pass(), vec![]);
+    assert_eq!(allocated(&sim.decide()), vec![], "written once");
+
+    // A new Service: the condition goes with the status write, the Event stays.
+    sim.tick();
+    sim.apply(fresh("ns/a"));
+    let actions = sim.decide();
+    assert_eq!(
+        summary(&actions),
+        vec![(
+            "ns/a".into(),
+            write(&["192.0.2.1"], Some("p"), true),
+            normal("IPAllocated", "assigned 192.0.2.1 from pool p"),
+        )]
+    );
+    assert_eq!(
+        allocated(&actions),
+        vec![(
+            "ns/a".into(),
+            "True".into(),
+            "IPAllocated".into(),
+            "192.0.2.1 from pool p".into()
+        )]
+    );
+    sim.land(&actions);
+    sim.finish();
+
+    // No address left: False with the Event's reason and note.
+    sim.tick();
+    sim.apply(fresh("ns/b"));
+    let actions = sim.decide();
+    let why = "every pool this service may use is out of IPv4 addresses";
+    assert_eq!(
+        summary(&actions),
+        vec![("ns/b".into(), None, warning("AllocationFailed", why))]
+    );
+    assert_eq!(
+        allocated(&actions),
+        vec![(
+            "ns/b".into(),
+            "False".into(),
+            "AllocationFailed".into(),
+            why.into()
+        )]
+    );
+    sim.land(&actions);
+    sim.finish();
+    assert_eq!(allocated(&sim.decide()), vec![]);
+
+    // An invalid request of a Service holding an address: False, and it keeps the address.
+    sim.tick();
+    sim.apply(service(
+        "ns/a",
+        json!({}),
+        json!({ASSIGNED_POOL: "p", "ferrolb.io/loadBalancerIPs": "nope"}),
+        &["192.0.2.1"],
+    ));
+    let actions = sim.decide();
+    let bad = "annotation ferrolb.io/loadBalancerIPs: \"nope\" is not an IP address";
+    assert_eq!(
+        summary(&actions),
+        vec![("ns/a".into(), None, warning("AllocationFailed", bad))]
+    );
+    assert_eq!(
+        allocated(&actions),
+        vec![(
+            "ns/a".into(),
+            "False".into(),
+            "AllocationFailed".into(),
+            format!("{bad}; keeps 192.0.2.1")
+        )]
+    );
+    sim.land(&actions);
+    sim.finish();
+
+    // ns/old stops being a LoadBalancer: its address goes to ns/b, its condition is removed.
+    sim.tick();
+    sim.apply(service(
+        "ns/old",
+        json!({"type": "ClusterIP"}),
+        json!({ASSIGNED_POOL: "p"}),
+        &["192.0.2.0"],
+    ));
+    let actions = sim.decide();
+    assert_eq!(
+        allocated(&actions),
+        vec![("ns/old".into(), "-".into(), "".into(), "".into())]
+    );
+    sim.land(&actions);
+    sim.finish();
+    let actions = sim.decide();
+    assert_eq!(
+        summary(&actions),
+        vec![(
+            "ns/b".into(),
+            write(&["192.0.2.0"], Some("p"), true),
+            normal("IPAllocated", "assigned 192.0.2.0 from pool p"),
+        )]
+    );
+    let ConditionWrite::Set(c) = actions[0].condition.clone().unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+        ("True", "IPAllocated", "192.0.2.0 from pool p")
     );
 }
