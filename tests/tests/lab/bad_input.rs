@@ -211,7 +211,9 @@ fn taking_over_from_metallb_keeps_every_address() {
     )
     .unwrap();
     let dual = "  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n";
-    let services: [(&str, Vec<(&str, &str)>, &str, &[&str]); 4] = [
+    /// Name, annotations, extra spec lines, and the addresses MetalLB wrote.
+    type Served<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, &'a [&'a str]);
+    let services: [Served; 4] = [
         (
             "old",
             vec![("metallb.universe.tf/ip-allocated-from-pool", "production")],
@@ -245,13 +247,14 @@ fn taking_over_from_metallb_keeps_every_address() {
     ];
     for (name, annotations, extra, ips) in &services {
         apply(&env, &lab, &service_yaml(name, annotations, extra, 80)).unwrap();
-        let ingress: Vec<String> = ips
+        // As MetalLB writes it: the addresses only (the API server defaults ipMode to VIP).
+        let written: Vec<String> = ips
             .iter()
-            .map(|ip| format!("{{\"ip\":\"{ip}\",\"ipMode\":\"VIP\"}}"))
+            .map(|ip| format!("{{\"ip\":\"{ip}\"}}"))
             .collect();
         let patch = format!(
             "{{\"status\":{{\"loadBalancer\":{{\"ingress\":[{}]}}}}}}",
-            ingress.join(",")
+            written.join(",")
         );
         env.kubectl(&[
             "-n",
@@ -265,7 +268,7 @@ fn taking_over_from_metallb_keeps_every_address() {
             &patch,
         ])
         .unwrap();
-        assert_eq!(ingress_of(&env, name), ips.join(" "));
+        assert_eq!(ingress(&env, name), ips.join(" "));
     }
 
     let _controller = start_controller(&lab, &env, &ControllerOptions::default()).unwrap();
@@ -282,7 +285,7 @@ fn taking_over_from_metallb_keeps_every_address() {
             ALLOCATED,
             &format!("True IPAllocated: {} from pool lab", ips.join(", ")),
         );
-        assert_eq!(ingress_of(&env, name), ips.join(" "), "{name}");
+        assert_eq!(ingress(&env, name), ips.join(" "), "{name}");
     }
     // A new Service gets none of them.
     apply(&env, &lab, &service_yaml("fresh", &[], "", 80)).unwrap();
@@ -291,10 +294,6 @@ fn taking_over_from_metallb_keeps_every_address() {
         vec!["192.0.2.65"]
     );
     for (name, _, _, ips) in &services {
-        assert_eq!(ingress_of(&env, name), ips.join(" "), "{name}");
+        assert_eq!(ingress(&env, name), ips.join(" "), "{name}");
     }
-}
-
-fn ingress_of(env: &KubeEnv, name: &str) -> String {
-    ingress(env, name)
 }
