@@ -65,6 +65,47 @@ pub fn parse_advertisement(adv: &L2Advertisement) -> Result<Advertisement, Vec<F
     ))
 }
 
+/// The entries of `spec.ipAddressPools` that name no pool (`exists` tells which names do), each
+/// with its path. Not a reason to ignore the advertisement, which may name a pool created later
+/// (and its other pools still count): a problem to show on it, as MetalLB shows none and the
+/// addresses are then silently not announced.
+pub fn unknown_pools(adv: &L2Advertisement, exists: impl Fn(&str) -> bool) -> Vec<FieldError> {
+    adv.spec
+        .ip_address_pools
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| !name.is_empty() && !exists(name))
+        .map(|(i, name)| FieldError {
+            field: format!("spec.ipAddressPools[{i}]"),
+            message: format!("pool {name:?} does not exist"),
+        })
+        .collect()
+}
+
+/// Label keys and values of bad syntax in the advertisement's selectors, each with its path.
+/// Not a reason to ignore the advertisement, which earlier versions applied (such a key matches
+/// nothing): a problem to show on it.
+pub fn label_syntax(adv: &L2Advertisement) -> Vec<FieldError> {
+    let spec = &adv.spec;
+    let lists = [
+        ("ipAddressPoolSelectors", &spec.ip_address_pool_selectors),
+        ("nodeSelectors", &spec.node_selectors),
+        ("serviceSelectors", &spec.service_selectors),
+    ];
+    let mut out = Vec::new();
+    for (field, list) in lists {
+        for (i, s) in list.iter().enumerate() {
+            if let Err(e) = selector::check_syntax(s) {
+                out.push(FieldError {
+                    field: format!("spec.{field}[{i}]"),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -148,5 +189,53 @@ mod tests {
             ]
         );
         assert!(errs[0].message.contains("unknown operator"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn pools_that_do_not_exist_are_named() {
+        let a = adv(L2AdvertisementSpec {
+            ip_address_pools: vec!["gold".into(), "nope".into(), "silver".into()],
+            ..L2AdvertisementSpec::default()
+        });
+        let got: Vec<String> = unknown_pools(&a, |n| n == "gold")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                "spec.ipAddressPools[1]: pool \"nope\" does not exist",
+                "spec.ipAddressPools[2]: pool \"silver\" does not exist"
+            ]
+        );
+        assert!(unknown_pools(&a, |_| true).is_empty());
+        let all = adv(L2AdvertisementSpec::default());
+        assert!(
+            unknown_pools(&all, |_| false).is_empty(),
+            "no names: every pool"
+        );
+    }
+
+    #[test]
+    fn bad_label_syntax_is_named() {
+        let a = adv(L2AdvertisementSpec {
+            node_selectors: vec![sel("a b", "x")],
+            ip_address_pool_selectors: vec![sel("tier", "-gold")],
+            ..L2AdvertisementSpec::default()
+        });
+        assert!(parse_advertisement(&a).is_ok(), "applied as before");
+        let errs = label_syntax(&a);
+        let got: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].starts_with("spec.ipAddressPoolSelectors[0]: matchLabels[tier]: label value \"-gold\" is invalid"),
+            "{}",
+            got[0]
+        );
+        assert!(
+            got[1].starts_with("spec.nodeSelectors[0]: matchLabels: label key \"a b\" is invalid"),
+            "{}",
+            got[1]
+        );
     }
 }

@@ -17,6 +17,19 @@ pub fn parse(s: &LabelSelector) -> Result<Selector, SelectorError> {
     )
 }
 
+/// The first label key or value of the selector that is not valid Kubernetes syntax (see
+/// [`Selector::check_syntax`]).
+pub fn check_syntax(s: &LabelSelector) -> Result<(), SelectorError> {
+    Selector::check_syntax(
+        s.match_labels.iter().flatten(),
+        s.match_expressions.iter().flatten().map(|e| Expression {
+            key: &e.key,
+            operator: &e.operator,
+            values: e.values.as_deref().unwrap_or_default(),
+        }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

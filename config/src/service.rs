@@ -1,8 +1,12 @@
 //! What a Service asks of the allocator, read from its annotations and `spec.loadBalancerIP`.
 //!
 //! Annotations are read in the `ferrolb.io/` form and, for migration, in MetalLB's `metallb.io/` and
-//! `metallb.universe.tf/` forms. Two forms of one annotation with different values are an error,
-//! never a silent choice.
+//! `metallb.universe.tf/` forms; the requested addresses also in kube-vip's
+//! `kube-vip.io/loadbalancerIPs` (its spelling: lower-case `b`). Two forms of one annotation with
+//! different values are an error, never a silent choice: the Service gets an `AllocationFailed`
+//! Event naming both, and keeps what it holds. ferrolb's own form does not win over the others,
+//! because during a migration the stale one is as likely to be either, and picking one could
+//! move a Service to an address nobody meant (the same rule as for MetalLB's forms).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -17,6 +21,10 @@ pub const ALLOW_SHARED_IP: &str = "allow-shared-ip";
 pub const ASSIGNED_POOL: &str = "ferrolb.io/ip-allocated-from-pool";
 /// Annotation prefixes, in order of precedence.
 pub const PREFIXES: [&str; 3] = ["ferrolb.io/", "metallb.io/", "metallb.universe.tf/"];
+/// kube-vip's annotation for requested addresses, read after the [`PREFIXES`] forms of
+/// [`LOAD_BALANCER_IPS`]. kube-vip reads `0.0.0.0` in it as "ask DHCP", which ferrolb does not
+/// do: such a request names an address in no pool and is reported as any other.
+pub const KUBE_VIP_LOAD_BALANCER_IPS: &str = "kube-vip.io/loadbalancerIPs";
 
 /// What a Service asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -97,8 +105,12 @@ fn lookup(
     name: &str,
 ) -> Result<Option<(String, String)>, IntentError> {
     let mut found: Option<(String, String)> = None;
-    for prefix in PREFIXES {
-        let key = format!("{prefix}{name}");
+    let extra = (name == LOAD_BALANCER_IPS).then(|| KUBE_VIP_LOAD_BALANCER_IPS.to_string());
+    let keys = PREFIXES
+        .iter()
+        .map(|prefix| format!("{prefix}{name}"))
+        .chain(extra);
+    for key in keys {
         let Some(value) = annotations.get(&key) else {
             continue;
         };
@@ -214,6 +226,47 @@ mod tests {
         assert_eq!(
             parse_intent(&same, None).unwrap().pool.as_deref(),
             Some("a")
+        );
+    }
+
+    #[test]
+    fn reads_kube_vips_requested_addresses() {
+        let i = parse_intent(
+            &ann(&[("kube-vip.io/loadbalancerIPs", "192.0.2.70,2001:db8::1:70")]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            i.requested,
+            vec![
+                "192.0.2.70".parse::<IpAddr>().unwrap(),
+                "2001:db8::1:70".parse().unwrap()
+            ]
+        );
+        // The same value in ferrolb's form too is fine.
+        let both = ann(&[
+            ("ferrolb.io/loadBalancerIPs", "192.0.2.70"),
+            ("kube-vip.io/loadbalancerIPs", "192.0.2.70"),
+        ]);
+        assert_eq!(parse_intent(&both, None).unwrap().requested.len(), 1);
+        // Different values: refused, naming both (ferrolb's own does not silently win).
+        let differ = ann(&[
+            ("ferrolb.io/loadBalancerIPs", "192.0.2.70"),
+            ("kube-vip.io/loadbalancerIPs", "192.0.2.71"),
+        ]);
+        assert_eq!(
+            parse_intent(&differ, None).unwrap_err().to_string(),
+            "annotations ferrolb.io/loadBalancerIPs and kube-vip.io/loadbalancerIPs disagree (\"192.0.2.70\" vs \"192.0.2.71\"); keep one"
+        );
+        // kube-vip's spelling only: the MetalLB-style capital B under kube-vip.io is not read.
+        let other = ann(&[("kube-vip.io/loadBalancerIPs", "192.0.2.70")]);
+        assert!(parse_intent(&other, None).unwrap().requested.is_empty());
+        let with_field = ann(&[("kube-vip.io/loadbalancerIPs", "192.0.2.70")]);
+        assert!(
+            parse_intent(&with_field, Some("192.0.2.70"))
+                .unwrap_err()
+                .to_string()
+                .contains("both spec.loadBalancerIP and annotation kube-vip.io/loadbalancerIPs")
         );
     }
 

@@ -31,7 +31,7 @@ use kube::{Api, Client};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels};
-use crate::state::{self, Action, Core, Input, Outcome, StatusWrite, Watch, list};
+use crate::state::{self, Action, ConditionWrite, Core, Input, Outcome, StatusWrite, Watch, list};
 use crate::status::Writer;
 
 /// Most watch events handled before the dirty Services are reconciled.
@@ -48,11 +48,14 @@ pub(crate) trait Writes {
     /// Why a write failed.
     type Error: Display;
 
-    /// Sets the Service's `status.loadBalancer.ingress` and pool annotation as `write` says.
+    /// Sets the Service's `status.loadBalancer.ingress` and pool annotation as `write` says (if
+    /// given), and its `ferrolb.io/Allocated` condition as `condition` says (if given), in one
+    /// request.
     async fn service(
         &self,
         reference: &ObjectReference,
-        write: &StatusWrite,
+        write: Option<&StatusWrite>,
+        condition: Option<&ConditionWrite>,
     ) -> Result<(), Self::Error>;
 
     /// Publishes an Event about the Service; best effort (a failure is logged by the writer).
@@ -72,19 +75,12 @@ impl Writes for Writer {
     async fn service(
         &self,
         reference: &ObjectReference,
-        write: &StatusWrite,
+        write: Option<&StatusWrite>,
+        condition: Option<&ConditionWrite>,
     ) -> Result<(), kube::Error> {
         let ns = reference.namespace.as_deref().unwrap_or("default");
         let name = reference.name.as_deref().unwrap_or("");
-        Writer::service(
-            self,
-            ns,
-            name,
-            &write.ips,
-            write.pool.as_deref(),
-            write.annotation_changed,
-        )
-        .await
+        Writer::service(self, ns, name, write, condition).await
     }
 
     async fn event(&self, reference: &ObjectReference, event: &state::Event) {
@@ -111,14 +107,18 @@ enum Done {
     Failed,
 }
 
-/// Writes, then (only if the write succeeded) publishes the Event.
+/// Writes, then (only if the write succeeded) publishes the Event. A write of the condition
+/// alone counts as no write (the addresses the status shows did not change) unless it fails.
 async fn execute(action: &Action, writer: &impl Writes) -> Done {
     let mut done = Done::NoWrite;
-    if let Some(write) = &action.write {
-        if let Err(e) = writer.service(&action.reference, write).await {
-            warn!(service = %action.key, error = %e, "writing the Service status failed; will retry");
-            return Done::Failed;
-        }
+    let (write, condition) = (action.write.as_ref(), action.condition.as_ref());
+    if (write.is_some() || condition.is_some())
+        && let Err(e) = writer.service(&action.reference, write, condition).await
+    {
+        warn!(service = %action.key, error = %e, "writing the Service status failed; will retry");
+        return Done::Failed;
+    }
+    if let Some(write) = write {
         // Measured before the Event: its request is not part of the allocation.
         done = Done::Written(action.since.elapsed());
         info!(service = %action.key, ips = %list(&write.ips), pool = write.pool.as_deref().unwrap_or(""), "status written");
@@ -263,7 +263,7 @@ pub async fn run(
 /// One pass: decides every dirty Service, then performs the resulting writes concurrently
 /// (decisions in order, I/O in parallel), reporting each outcome back, then the pools' status.
 async fn reconcile(core: &mut Core, writer: &impl Writes, metrics: &Metrics) {
-    let decisions = core.decide();
+    let decisions = core.decide(Timestamp::now());
     for reason in decisions.errors {
         metrics
             .errors
@@ -339,15 +339,28 @@ mod tests {
         async fn service(
             &self,
             reference: &ObjectReference,
-            write: &StatusWrite,
+            write: Option<&StatusWrite>,
+            condition: Option<&ConditionWrite>,
         ) -> Result<(), String> {
             let name = reference.name.clone().unwrap_or_default();
-            self.log.lock().unwrap().push(format!(
-                "service {name} [{}] {:?} {}",
-                list(&write.ips),
-                write.pool,
-                write.annotation_changed
-            ));
+            let mut log = self.log.lock().unwrap();
+            if let Some(write) = write {
+                log.push(format!(
+                    "service {name} [{}] {:?} {}",
+                    list(&write.ips),
+                    write.pool,
+                    write.annotation_changed
+                ));
+            }
+            match condition {
+                Some(ConditionWrite::Set(c)) => log.push(format!(
+                    "condition {name} {} {} {}: {}",
+                    c.type_, c.status, c.reason, c.message
+                )),
+                Some(ConditionWrite::Remove) => log.push(format!("condition {name} removed")),
+                None => {}
+            }
+            drop(log);
             let mut refuse = self.refuse.lock().unwrap();
             if *refuse > 0 {
                 *refuse -= 1;
@@ -424,6 +437,7 @@ mod tests {
             writer.take(),
             [
                 "service a [192.0.2.0] Some(\"p\") true",
+                "condition a ferrolb.io/Allocated True IPAllocated: 192.0.2.0 from pool p",
                 "pool p assigned 1",
             ]
         );
@@ -433,6 +447,7 @@ mod tests {
             writer.take(),
             [
                 "service a [192.0.2.0] Some(\"p\") true",
+                "condition a ferrolb.io/Allocated True IPAllocated: 192.0.2.0 from pool p",
                 "event a Normal IPAllocated: assigned 192.0.2.0 from pool p",
                 "pool p assigned 1",
             ]

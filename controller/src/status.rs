@@ -3,8 +3,6 @@
 //! pool status is a server-side apply; the Service writes, the hot path, are merge patches (see
 //! [`Writer::service`]).
 
-use std::net::IpAddr;
-
 use ferrolb_config::service::ASSIGNED_POOL;
 use ferrolb_crds::IPAddressPool;
 use ferrolb_daemon::Events;
@@ -14,6 +12,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use serde_json::json;
 use tracing::warn;
+
+use crate::state::{ALLOCATED, ConditionWrite, StatusWrite};
 
 /// Field manager of every write.
 pub const MANAGER: &str = "ferrolb-controller";
@@ -39,47 +39,67 @@ impl Writer {
         }
     }
 
-    /// Sets `status.loadBalancer.ingress` to exactly `ips` (empty clears it) and the pool
-    /// annotation to `pool` (`None` removes it).
+    /// Sets `status.loadBalancer.ingress` to exactly `write.ips` (empty clears it) and the pool
+    /// annotation to `write.pool` (`None` removes it), if `write` is given; sets or removes the
+    /// Service's `ferrolb.io/Allocated` condition as `condition` says, if given.
     ///
-    /// These are JSON merge patches, not server-side apply: this is the controller's hot path
+    /// These are strategic merge patches, not server-side apply: this is the controller's hot path
     /// (10,000 Services), SSA costs the API server a managed-fields computation per write, and
-    /// both fields have exactly one writer anyway, so merge semantics lose nothing. The field
+    /// these fields have exactly one writer anyway. Strategic rather than JSON merge: the
+    /// conditions list is merged by `type` (the speaker keeps its own `ferrolb.io/Announced`
+    /// there), while `ingress` (an atomic list) is replaced as a whole, as before. The field
     /// manager is still recorded.
     ///
-    /// Both go in one request to the status subresource: the Service status strategy resets only
-    /// `spec` on a status write and keeps metadata changes (checked on kube-apiserver 1.34 in the
-    /// lab; the controller tests read the annotation back). Should a server drop the annotation
-    /// anyway, the reply shows it and a second patch on the object itself sets it.
+    /// Everything goes in one request to the status subresource: the Service status strategy
+    /// resets only `spec` on a status write and keeps metadata changes (checked on
+    /// kube-apiserver 1.34 in the lab; the controller tests read the annotation back). Should a
+    /// server drop the annotation anyway, the reply shows it and a second patch on the object
+    /// itself sets it.
     pub async fn service(
         &self,
         namespace: &str,
         name: &str,
-        ips: &[IpAddr],
-        pool: Option<&str>,
-        annotation_changed: bool,
+        write: Option<&StatusWrite>,
+        condition: Option<&ConditionWrite>,
     ) -> Result<(), kube::Error> {
         let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
         let params = PatchParams {
             field_manager: Some(MANAGER.into()),
             ..Default::default()
         };
-        let ingress: Vec<_> = ips
-            .iter()
-            .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
-            .collect();
-        let mut body = json!({"status": {"loadBalancer": {"ingress": ingress}}});
-        if annotation_changed {
-            body["metadata"] = json!({"annotations": { ASSIGNED_POOL: pool }});
+        let mut body = json!({"status": {}});
+        if let Some(write) = write {
+            let ingress: Vec<_> = write
+                .ips
+                .iter()
+                .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+                .collect();
+            body["status"]["loadBalancer"] = json!({"ingress": ingress});
+            if write.annotation_changed {
+                body["metadata"] = json!({"annotations": { ASSIGNED_POOL: write.pool }});
+            }
         }
-        let reply = api.patch_status(name, &params, &Patch::Merge(body)).await?;
+        match condition {
+            Some(ConditionWrite::Set(c)) => body["status"]["conditions"] = json!([c]),
+            Some(ConditionWrite::Remove) => {
+                body["status"]["conditions"] = json!([{"type": ALLOCATED, "$patch": "delete"}]);
+            }
+            None => {}
+        }
+        let reply = api
+            .patch_status(name, &params, &Patch::Strategic(body))
+            .await?;
+        let Some(write) = write.filter(|w| w.annotation_changed) else {
+            return Ok(());
+        };
+        let pool = write.pool.as_deref();
         let written = reply
             .metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get(ASSIGNED_POOL))
             .map(String::as_str);
-        if annotation_changed && written != pool {
+        if written != pool {
             let meta = json!({"metadata": {"annotations": { ASSIGNED_POOL: pool }}});
             api.patch(name, &params, &Patch::Merge(meta)).await?;
         }

@@ -36,7 +36,8 @@ const ADDRESS_RULE: &str = "self.all(a, isIP(a) || isCIDR(a) || (size(a.split('-
 #[serde(rename_all = "camelCase")]
 pub struct IPAddressPoolSpec {
     /// Addresses of the pool: CIDRs (`192.0.2.64/26`, `2001:db8::/120`), inclusive ranges
-    /// (`192.0.2.10-192.0.2.20`) or single addresses, IPv4 or IPv6. At least one.
+    /// (`192.0.2.10-192.0.2.20`) or single addresses, IPv4 or IPv6. At least one. Entries may not
+    /// repeat or overlap each other: such a pool is reported on its `Invalid` condition.
     #[schemars(length(min = 1, max = 64), inner(length(max = 100)))]
     #[x_kube(validation = kube::core::Rule::new(ADDRESS_RULE).message(
         "each entry of spec.addresses must be an address, a CIDR (192.0.2.0/24) or a range of two addresses of one family (192.0.2.10-192.0.2.20)"

@@ -272,25 +272,30 @@ impl Writer {
     }
 }
 
-/// Summary text of the problems in the advertisement's node entries, e.g.
-/// `spec.interfaces: eth9 missing on node-1, node-2`.
-pub fn problems_summary(entries: &[ferrolb_crds::L2NodeStatus]) -> Option<String> {
+/// Summary text of the problems of an advertisement: those found in its spec that do not stop
+/// it from applying (`notes`, with their paths: a pool that does not exist, bad label syntax)
+/// and those in its node entries, e.g.
+/// `spec.ipAddressPools[1]: pool "nope" does not exist; spec.interfaces: eth9 missing on node-1, node-2`.
+pub fn problems_summary(
+    entries: &[ferrolb_crds::L2NodeStatus],
+    notes: &[ferrolb_config::pool::FieldError],
+) -> Option<String> {
     let mut missing: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for e in entries {
         for i in &e.missing_interfaces {
             missing.entry(i.as_str()).or_default().push(e.node.as_str());
         }
     }
-    if missing.is_empty() {
-        return None;
-    }
-    Some(
-        missing
-            .iter()
-            .map(|(i, nodes)| format!("spec.interfaces: {i} missing on {}", nodes.join(", ")))
-            .collect::<Vec<_>>()
-            .join("; "),
-    )
+    let lines: Vec<String> = notes
+        .iter()
+        .map(ToString::to_string)
+        .chain(
+            missing
+                .iter()
+                .map(|(i, nodes)| format!("spec.interfaces: {i} missing on {}", nodes.join(", "))),
+        )
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("; "))
 }
 
 #[cfg(test)]
@@ -305,6 +310,34 @@ mod tests {
         assert_eq!(
             announcer_in("node-2 owns 192.0.2.64 but has no interface"),
             None
+        );
+    }
+
+    #[test]
+    fn problems_name_unknown_pools_then_missing_interfaces() {
+        let entry = |node: &str, missing: &[&str]| ferrolb_crds::L2NodeStatus {
+            node: node.into(),
+            missing_interfaces: missing.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let unknown = vec![ferrolb_config::pool::FieldError {
+            field: "spec.ipAddressPools[1]".into(),
+            message: "pool \"nope\" does not exist".into(),
+        }];
+        assert_eq!(problems_summary(&[entry("node-1", &[])], &[]), None);
+        assert_eq!(
+            problems_summary(&[entry("node-1", &[])], &unknown).as_deref(),
+            Some("spec.ipAddressPools[1]: pool \"nope\" does not exist")
+        );
+        assert_eq!(
+            problems_summary(
+                &[entry("node-1", &["eth9"]), entry("node-2", &["eth9"])],
+                &unknown
+            )
+            .as_deref(),
+            Some(
+                "spec.ipAddressPools[1]: pool \"nope\" does not exist; spec.interfaces: eth9 missing on node-1, node-2"
+            )
         );
     }
 }

@@ -306,6 +306,9 @@ impl Speaker<'_> {
     /// housekeeping tick re-reads the interfaces and retries the reports; every pass ticks the
     /// node and carries out its actions (announcements due, elections, fencing, settles).
     fn pass(&mut self, now: Instant, wake: Wake) {
+        // A new view of the API (a pool created or deleted) can change what the reports say
+        // (an advertisement naming a pool that does not exist) without moving any address.
+        let refreshed = self.world_stale;
         if self.world_stale {
             self.world_stale = false;
             let (world, problems) =
@@ -335,7 +338,7 @@ impl Speaker<'_> {
         }
         // Reports are level-triggered against the cache; an idle tick re-checks them only when
         // the last pass wanted a write (it may have failed).
-        if dirty || (wake != Wake::Deadline && self.report_pending) {
+        if dirty || refreshed || (wake != Wake::Deadline && self.report_pending) {
             let gained: BTreeSet<IpAddr> = changes.gained.iter().copied().collect();
             self.report_pending = self.report(&gained);
             self.report_pending |= self.advertisements();
@@ -539,7 +542,12 @@ impl Speaker<'_> {
                         .collect::<Vec<_>>()
                         .join("; ")),
                 };
-                wrote |= self.summary(&adv, valid);
+                let notes = problems
+                    .notes
+                    .get(&name)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                wrote |= self.summary(&adv, valid, notes);
             }
             if invalid.is_some() {
                 continue;
@@ -615,14 +623,19 @@ impl Speaker<'_> {
         wrote
     }
 
-    fn summary(&self, adv: &Arc<L2Advertisement>, valid: Result<(), String>) -> bool {
+    fn summary(
+        &self,
+        adv: &Arc<L2Advertisement>,
+        valid: Result<(), String>,
+        notes: &[ferrolb_config::pool::FieldError],
+    ) -> bool {
         let entries = adv
             .status
             .as_ref()
             .map(|s| s.nodes.clone())
             .unwrap_or_default();
         let count = i32::try_from(entries.len()).unwrap_or(i32::MAX);
-        let problems = problems_summary(&entries);
+        let problems = problems_summary(&entries, notes);
         let status = adv.status.clone().unwrap_or_default();
         let (want_status, want_msg) = match &valid {
             Ok(()) => ("True", None),

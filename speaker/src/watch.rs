@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ferrolb_config::l2::parse_advertisement;
-use ferrolb_config::pool::{FieldError, parse_pool, ranks};
+use ferrolb_config::l2::{label_syntax, parse_advertisement, unknown_pools};
+use ferrolb_config::pool::{FieldError, check_pool, ranks};
 use ferrolb_config::service::ASSIGNED_POOL;
 use ferrolb_crds::{IPAddressPool, L2Advertisement};
 pub use ferrolb_daemon::service::CachedService;
@@ -199,6 +199,10 @@ impl Stores {
 pub struct Problems {
     /// Advertisement name → its invalid fields (the advertisement is ignored).
     pub advertisements: BTreeMap<String, Vec<FieldError>>,
+    /// Advertisement name → problems that do not stop it from applying, shown in its
+    /// `status.problems`: `spec.ipAddressPools` entries that name no pool, label keys or values
+    /// of bad syntax in its selectors (which earlier versions accepted).
+    pub notes: BTreeMap<String, Vec<FieldError>>,
 }
 
 pub fn key_of<K: Resource>(obj: &K) -> String {
@@ -247,11 +251,13 @@ pub fn world(stores: &Stores, class: Option<&str>) -> (World, Problems) {
     for pool in &pools {
         let name = pool.metadata.name.clone().unwrap_or_default();
         // An invalid pool contributes no ranges: its addresses are not announced (the controller
-        // reports it on the pool).
-        let ranges = match parse_pool(pool, rank.get(&name).copied().unwrap_or(u64::MAX)) {
-            Ok(v) => v.spec.ranges().to_vec(),
-            Err(_) => Vec::new(),
-        };
+        // reports it on the pool). A pool whose only problems are ones earlier versions accepted
+        // (overlapping entries, bad label syntax in a selector) is announced as they announced it,
+        // so that reporting them silences no address.
+        let ranges = check_pool(pool, rank.get(&name).copied().unwrap_or(u64::MAX))
+            .pool
+            .map(|v| v.spec.ranges().to_vec())
+            .unwrap_or_default();
         world.pools.insert(
             name,
             PoolInfo {
@@ -261,6 +267,13 @@ pub fn world(stores: &Stores, class: Option<&str>) -> (World, Problems) {
         );
     }
     for adv in stores.advertisements.state() {
+        let mut notes = unknown_pools(&adv, |n| world.pools.contains_key(n));
+        notes.extend(label_syntax(&adv));
+        if !notes.is_empty() {
+            problems
+                .notes
+                .insert(adv.metadata.name.clone().unwrap_or_default(), notes);
+        }
         match parse_advertisement(&adv) {
             Ok(a) => world.advertisements.push(a),
             Err(errors) => {

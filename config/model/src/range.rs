@@ -177,6 +177,11 @@ impl IpRange {
     pub fn numbers(&self) -> (u128, u128) {
         (split(self.start).1, split(self.end).1)
     }
+
+    /// Whether the two ranges share at least one address (never across families).
+    pub fn overlaps(&self, other: &IpRange) -> bool {
+        self.family() == other.family() && self.start <= other.end && other.start <= self.end
+    }
 }
 
 impl fmt::Display for IpRange {
@@ -246,6 +251,48 @@ mod tests {
                 prefix_len: 33
             })
         );
+    }
+
+    #[test]
+    fn overlaps() {
+        let r = |s: &str, e: &str| IpRange::new(ip(s), ip(e)).unwrap();
+        let cases = [
+            (
+                r("192.0.2.64", "192.0.2.127"),
+                r("192.0.2.70", "192.0.2.80"),
+                true,
+            ),
+            (
+                r("192.0.2.64", "192.0.2.127"),
+                r("192.0.2.64", "192.0.2.127"),
+                true,
+            ),
+            (
+                r("192.0.2.1", "192.0.2.9"),
+                r("192.0.2.9", "192.0.2.20"),
+                true,
+            ),
+            (
+                r("192.0.2.1", "192.0.2.9"),
+                r("192.0.2.10", "192.0.2.20"),
+                false,
+            ),
+            (
+                r("2001:db8::1", "2001:db8::9"),
+                r("2001:db8::5", "2001:db8::5"),
+                true,
+            ),
+            // 192.0.2.1 and ::c000:201 are the same number in different families.
+            (
+                r("192.0.2.1", "192.0.2.9"),
+                r("::c000:201", "::c000:209"),
+                false,
+            ),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(a.overlaps(&b), want, "{a} {b}");
+            assert_eq!(b.overlaps(&a), want, "{b} {a}");
+        }
     }
 
     #[test]

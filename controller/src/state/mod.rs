@@ -31,10 +31,12 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use ferrolb_allocator::{Allocator, PoolName, PoolsReport, ServiceKey, Sharing};
-use ferrolb_config::pool::{FieldError, parse_pool, ranks};
+use ferrolb_config::conditions;
+use ferrolb_config::pool::{Checked, FieldError, check_pool, ranks};
 use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
 use ferrolb_daemon::service::CachedService as Service;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use tracing::{debug, info, warn};
 
@@ -89,6 +91,20 @@ pub struct StatusWrite {
     pub annotation_changed: bool,
 }
 
+/// The type of the condition the controller keeps on each Service it handles: `True` with the
+/// addresses and their pool, or `False` with the reason (the reason strings of the Events), so
+/// that what happened is still visible after the Events have expired (an hour, by default).
+pub const ALLOCATED: &str = "ferrolb.io/Allocated";
+
+/// A change of a Service's [`ALLOCATED`] condition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConditionWrite {
+    /// Set it to this.
+    Set(Condition),
+    /// Remove it: the Service is no longer ferrolb's.
+    Remove,
+}
+
 /// The API side of one Service's reconciliation. It carries what the writes need, not the
 /// Service: with 10,000 Services to assign, clones of the cached objects were most of the
 /// controller's peak memory (heaptrack).
@@ -104,6 +120,9 @@ pub struct Action {
     pub write: Option<StatusWrite>,
     /// The Event to publish, only once the write (if any) succeeded.
     pub event: Option<Event>,
+    /// The change of the Service's [`ALLOCATED`] condition, written with `write` (in the same
+    /// request) or alone.
+    pub condition: Option<ConditionWrite>,
 }
 
 /// What carrying out an [`Action`] did.
@@ -235,16 +254,28 @@ impl Core {
     fn load_pools(&mut self, now: Instant) {
         let ranks = ranks(self.pools.objects.values());
         // A pool that becomes invalid keeps serving with its last valid spec: a typo in one
-        // range must not take every address of the pool away from its Services.
+        // range must not take every address of the pool away from its Services. So does a pool
+        // edited so that its entries overlap, or given a selector of bad label syntax: no
+        // Service loses or moves its address, new ones come from the last valid spec, and the
+        // Invalid condition says so. Before the first restore there is no last valid spec; a pool
+        // whose only problems are ones earlier versions accepted (those two) is then served as
+        // they served it, so that upgrading the controller moves no Service.
         let mut previous = std::mem::take(&mut self.valid);
         self.invalid.clear();
         for (name, obj) in &self.pools.objects {
-            match parse_pool(obj, ranks.get(name).copied().unwrap_or(u64::MAX)) {
-                Ok(p) => {
+            let checked = check_pool(obj, ranks.get(name).copied().unwrap_or(u64::MAX));
+            match checked {
+                Checked {
+                    pool: Some(p),
+                    errors,
+                } if errors.is_empty() => {
                     self.valid.insert(p.spec.name().clone(), p);
                 }
-                Err(errors) => {
-                    let kept = previous.remove(&PoolName::new(name.clone()));
+                Checked { pool, errors } => {
+                    let mut kept = previous.remove(&PoolName::new(name.clone()));
+                    if kept.is_none() && !self.restored {
+                        kept = pool;
+                    }
                     warn!(pool = %name, errors = %join(&errors), last_valid_kept = kept.is_some(), "invalid IPAddressPool");
                     if let Some(p) = kept {
                         self.valid.insert(p.spec.name().clone(), p);
@@ -307,11 +338,12 @@ impl Core {
     }
 
     /// Decides every dirty Service: allocator changes happen here, API writes are returned.
-    pub fn decide(&mut self) -> Decisions {
+    /// `wall`, the time of day, stamps changed Service conditions.
+    pub fn decide(&mut self, wall: Timestamp) -> Decisions {
         let dirty = std::mem::take(&mut self.dirty);
         let actions = dirty
             .into_iter()
-            .filter_map(|(k, since)| self.decide_one(&k, since))
+            .filter_map(|(k, since)| self.decide_one(&k, since, wall))
             .collect();
         Decisions {
             actions,
@@ -373,7 +405,7 @@ impl Core {
     }
 
     /// What to do for one Service.
-    fn decide_one(&mut self, k: &ObjectKey, since: Instant) -> Option<Action> {
+    fn decide_one(&mut self, k: &ObjectKey, since: Instant, wall: Timestamp) -> Option<Action> {
         let Some(svc) = self.services.objects.get(k).cloned() else {
             let key = k.service();
             let released = self.allocator.release(&key);
@@ -413,7 +445,10 @@ impl Core {
             since,
             write: None,
             event: None,
+            condition: None,
         };
+        // The ALLOCATED condition wanted: (holds, reason, message); `None` for no condition.
+        let allocated: Option<(bool, &'static str, String)>;
         let write = |ips: Vec<IpAddr>, pool: Option<String>| StatusWrite {
             annotation_changed: pool_now != pool.as_deref(),
             ips,
@@ -421,6 +456,7 @@ impl Core {
         };
         match model::want(&svc, self.class.as_deref(), &self.valid, &ns_labels) {
             Want::Nothing => {
+                allocated = None;
                 self.waiting.remove(k);
                 let released = self.allocator.release(&key);
                 self.hold_released(k, &key, &released, sharing);
@@ -446,6 +482,8 @@ impl Core {
             }
             Want::Invalid(msg) => {
                 self.errors.push("InvalidRequest");
+                let (held, _) = self.held(&key);
+                allocated = Some((false, "AllocationFailed", keeps(&msg, &held)));
                 action.event = self.event(k, EventType::Warning, "AllocationFailed", msg);
             }
             // What the Service is releasing itself is free to it (`Allocator::assign`): it may
@@ -459,9 +497,15 @@ impl Core {
                     }
                     // What the allocator now stores for the Service, as `alloc` says.
                     let (ips, pool) = self.held(&key);
+                    allocated = Some((
+                        true,
+                        "IPAllocated",
+                        format!("{} from pool {}", list(&ips), pool.as_deref().unwrap_or("")),
+                    ));
                     if shown == ips && pool_now == pool.as_deref() {
                         self.free_released_unless_shown(k, &key, &shown);
-                        return None;
+                        action.condition = condition_change(&svc, allocated, wall);
+                        return action.condition.is_some().then_some(action);
                     }
                     let pool = pool.unwrap_or_default();
                     let gone = missing_from(&shown, &ips);
@@ -508,6 +552,7 @@ impl Core {
                     let released = self.allocator.release_stranded(&key);
                     self.hold_released(k, &key, &released, sharing);
                     let (ips, pool) = self.held(&key);
+                    allocated = Some((false, "AllocationFailed", keeps(&e.to_string(), &ips)));
                     // What the status shows beyond what the allocator gives this Service: just
                     // released, released by a pass whose write failed, or lost at restore. The
                     // status must stop showing it before another Service may get it.
@@ -539,7 +584,9 @@ impl Core {
         if action.write.is_none() {
             self.free_released_unless_shown(k, &key, &shown);
         }
-        (action.write.is_some() || action.event.is_some()).then_some(action)
+        action.condition = condition_change(&svc, allocated, wall);
+        (action.write.is_some() || action.event.is_some() || action.condition.is_some())
+            .then_some(action)
     }
 
     /// Whether the allocator holds addresses `key` released.
@@ -638,6 +685,46 @@ pub fn object_ref(svc: &Service) -> ObjectReference {
         namespace: svc.metadata.namespace.clone(),
         uid: svc.metadata.uid.clone(),
         ..Default::default()
+    }
+}
+
+/// How the [`ALLOCATED`] condition the Service shows must change to be `wanted` (holds, reason,
+/// message; `None`: no condition), stamped `wall` if its status changes; `None` if it need not.
+fn condition_change(
+    svc: &Service,
+    wanted: Option<(bool, &'static str, String)>,
+    wall: Timestamp,
+) -> Option<ConditionWrite> {
+    let shown = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let current = shown.iter().find(|c| c.type_ == ALLOCATED);
+    let Some((holds, reason, message)) = wanted else {
+        return current.map(|_| ConditionWrite::Remove);
+    };
+    let status = conditions::Status::from(holds);
+    let generation = svc.metadata.generation;
+    if current.is_some_and(|c| {
+        c.status == status.as_str()
+            && c.reason == reason
+            && c.message == message
+            && c.observed_generation == generation
+    }) {
+        return None;
+    }
+    Some(ConditionWrite::Set(conditions::condition(
+        shown, ALLOCATED, status, reason, message, generation, wall,
+    )))
+}
+
+/// `why`, and what the Service keeps meanwhile.
+fn keeps(why: &str, held: &[IpAddr]) -> String {
+    if held.is_empty() {
+        why.to_string()
+    } else {
+        format!("{why}; keeps {}", list(held))
     }
 }
 

@@ -109,10 +109,33 @@ fn warning(reason: &'static str, note: &str) -> Option<Event> {
     })
 }
 
+/// The actions that write the status or publish an Event; those that only change the
+/// `ferrolb.io/Allocated` condition are asserted with [`allocated`].
 fn summary(actions: &[Action]) -> Vec<Summary> {
     actions
         .iter()
+        .filter(|a| a.write.is_some() || a.event.is_some())
         .map(|a| (a.key.to_string(), a.write.clone(), a.event.clone()))
+        .collect()
+}
+
+/// The `ferrolb.io/Allocated` condition changes of `actions`, as `(service, status, reason,
+/// message)`; `("ns/a", "-", "", "")` for a removal.
+fn allocated(actions: &[Action]) -> Vec<(String, String, String, String)> {
+    actions
+        .iter()
+        .filter_map(|a| {
+            let c = a.condition.as_ref()?;
+            Some(match c {
+                ConditionWrite::Set(c) => (
+                    a.key.to_string(),
+                    c.status.clone(),
+                    c.reason.clone(),
+                    c.message.clone(),
+                ),
+                ConditionWrite::Remove => (a.key.to_string(), "-".into(), "".into(), "".into()),
+            })
+        })
         .collect()
 }
 
@@ -182,7 +205,17 @@ impl Sim {
     }
 
     /// A Service is created or changed.
-    fn apply(&mut self, svc: Service) {
+    /// As an update through the API, which cannot change the status subresource's conditions:
+    /// they are kept when `svc` carries none (the stories build Services afresh).
+    fn apply(&mut self, mut svc: Service) {
+        let kept = self
+            .services
+            .get(&svc.key().to_string())
+            .and_then(|s| s.status.as_ref()?.conditions.clone());
+        let status = svc.status.get_or_insert_default();
+        if status.conditions.is_none() {
+            status.conditions = kept;
+        }
         self.services.insert(svc.key().to_string(), svc.clone());
         self.core
             .input(Input::Service(Watch::Apply(svc)), self.at());
@@ -203,7 +236,7 @@ impl Sim {
 
     /// A pass: the decisions, summarised.
     fn decide(&mut self) -> Vec<Action> {
-        let d = self.core.decide();
+        let d = self.core.decide(WALL.parse().unwrap());
         self.errors.extend(d.errors);
         d.actions
     }
@@ -211,19 +244,30 @@ impl Sim {
     /// Every write lands: the API server applies it and the watch echoes the Service.
     fn land(&mut self, actions: &[Action]) {
         for a in actions {
+            let mut svc = self.services[&a.key.to_string()].clone();
+            if let Some(c) = &a.condition {
+                let status = svc.status.get_or_insert_default();
+                let conds = status.conditions.get_or_insert_default();
+                conds.retain(|x| x.type_ != ALLOCATED);
+                if let ConditionWrite::Set(c) = c {
+                    conds.push(c.clone());
+                }
+            }
             let Some(w) = &a.write else {
                 self.core.service_done(&a.key, a.since, Outcome::NoWrite);
+                if a.condition.is_some() {
+                    self.apply(svc);
+                }
                 continue;
             };
             self.core.service_done(&a.key, a.since, Outcome::Written);
-            let mut svc = self.services[&a.key.to_string()].clone();
             let ingress = w
                 .ips
                 .iter()
                 .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
                 .collect::<Vec<_>>();
-            svc.status =
-                serde_json::from_value(json!({"loadBalancer": {"ingress": ingress}})).unwrap();
+            svc.status.get_or_insert_default().load_balancer =
+                serde_json::from_value(json!({"ingress": ingress})).unwrap();
             let annotations = svc.metadata.annotations.get_or_insert_default();
             match &w.pool {
                 Some(p) => annotations.insert(ASSIGNED_POOL.into(), p.clone()),
@@ -236,7 +280,7 @@ impl Sim {
     /// Every write of `actions` fails.
     fn fail(&mut self, actions: &[Action]) {
         for a in actions {
-            let outcome = if a.write.is_some() {
+            let outcome = if a.write.is_some() || a.condition.is_some() {
                 Outcome::Failed
             } else {
                 Outcome::NoWrite
@@ -962,4 +1006,382 @@ fn restart_gives_a_doubly_claimed_address_to_the_older_service() {
         )]
     );
     assert_eq!(sim.pass(), vec![]);
+}
+
+/// A valid pool edited so that its entries overlap is refused like any invalid edit: the
+/// Invalid condition names the entry, and the pool keeps serving with its last valid spec, so
+/// no Service loses or moves its address. A pool that overlaps itself from the start is not
+/// used at all.
+#[test]
+fn a_pool_whose_entries_overlap_is_invalid_and_moves_nothing() {
+    let mut sim = Sim::start(
+        vec![fresh("ns/a")],
+        vec![pool("p", &["192.0.2.64/26"], "2026-01-01T00:00:00Z")],
+        &["ns"],
+    );
+    assert_eq!(
+        sim.pass(),
+        vec![(
+            "ns/a".into(),
+            write(&["192.0.2.64"], Some("p"), true),
+            normal("IPAllocated", "assigned 192.0.2.64 from pool p"),
+        )]
+    );
+    sim.tick();
+    sim.apply_pool(pool(
+        "p",
+        &["192.0.2.64/26", "192.0.2.70-192.0.2.80"],
+        "2026-01-01T00:00:00Z",
+    ));
+    assert_eq!(sim.decide(), vec![]);
+    let pools = sim.finish().unwrap();
+    let (_, status) = &pools.writes[0];
+    assert_eq!(
+        conditions(status)[0],
+        (
+            "Invalid",
+            "True",
+            "InvalidSpec",
+            "spec.addresses[1]: \"192.0.2.70-192.0.2.80\" overlaps spec.addresses[0] \
+             (\"192.0.2.64/26\"); list each address once; the pool keeps serving with its last \
+             valid spec until this is fixed"
+        )
+    );
+    assert_eq!(status.assigned.as_deref(), Some("1"));
+    // A new Service still gets an address from the last valid spec.
+    sim.apply(fresh("ns/b"));
+    assert_eq!(
+        sim.pass(),
+        vec![(
+            "ns/b".into(),
+            write(&["192.0.2.65"], Some("p"), true),
+            normal("IPAllocated", "assigned 192.0.2.65 from pool p"),
+        )]
+    );
+    // The same CIDR twice in a new pool: not used.
+    sim.apply_pool(pool(
+        "twice",
+        &["192.0.2.0/28", "192.0.2.0/28"],
+        "2026-01-02T00:00:00Z",
+    ));
+    assert_eq!(sim.decide(), vec![]);
+    let pools = sim.finish().unwrap();
+    let twice = &pools.writes.iter().find(|(n, _)| n == "twice").unwrap().1;
+    assert_eq!(
+        conditions(twice)[0],
+        (
+            "Invalid",
+            "True",
+            "InvalidSpec",
+            "spec.addresses[1]: \"192.0.2.0/28\" overlaps spec.addresses[0] (\"192.0.2.0/28\"); \
+             list each address once"
+        )
+    );
+}
+
+/// Upgrading the controller while a pool's entries overlap (earlier versions merged them): at
+/// start there is no last valid spec, so the pool is served as before and reported Invalid, and
+/// its Services keep their addresses.
+#[test]
+fn an_upgrade_keeps_a_pool_whose_entries_overlap_serving() {
+    let p = json!({ASSIGNED_POOL: "p"});
+    let mut sim = Sim::start(
+        vec![
+            service("ns/a", json!({}), p.clone(), &["192.0.2.70"]),
+            service("ns/b", json!({}), p, &["192.0.2.130"]),
+        ],
+        vec![pool(
+            "p",
+            &["192.0.2.64/26", "192.0.2.70-192.0.2.80", "192.0.2.128/30"],
+            "2026-01-01T00:00:00Z",
+        )],
+        &["ns"],
+    );
+    assert_eq!(sim.pass(), vec![]);
+    sim.apply(fresh("ns/c"));
+    assert_eq!(
+        sim.pass(),
+        vec![(
+            "ns/c".into(),
+            write(&["192.0.2.64"], Some("p"), true),
+            normal("IPAllocated", "assigned 192.0.2.64 from pool p"),
+        )]
+    );
+    let status = sim.pools["p"].status.clone().unwrap();
+    assert_eq!(
+        conditions(&status)[0],
+        (
+            "Invalid",
+            "True",
+            "InvalidSpec",
+            "spec.addresses[1]: \"192.0.2.70-192.0.2.80\" overlaps spec.addresses[0] \
+             (\"192.0.2.64/26\"); list each address once; the pool keeps serving with its last \
+             valid spec until this is fixed"
+        )
+    );
+    assert_eq!(status.assigned.as_deref(), Some("3"));
+}
+
+/// kube-vip's `kube-vip.io/loadbalancerIPs` asks for an address as ferrolb's own annotation
+/// does; the two disagreeing is refused with an Event naming both, and the Service keeps what
+/// it holds.
+#[test]
+fn kube_vips_annotation_requests_an_address() {
+    let kv = |ip: &str| json!({"kube-vip.io/loadbalancerIPs": ip});
+    let mut sim = Sim::start(
+        vec![service("ns/a", json!({}), kv("192.0.2.70"), &[])],
+        vec![pool("p", &["192.0.2.64/26"], "2026-01-01T00:00:00Z")],
+        &["ns"],
+    );
+    assert_eq!(
+        sim.pass(),
+        vec![(
+            "ns/a".into(),
+            write(&["192.0.2.70"], Some("p"), true),
+            normal("IPAllocated", "assigned 192.0.2.70 from pool p"),
+        )]
+    );
+    sim.tick();
+    let mut svc = sim.services["ns/a"].clone();
+    svc.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("ferrolb.io/loadBalancerIPs".into(), "192.0.2.71".into());
+    sim.apply(svc);
+    assert_eq!(
+        sim.pass(),
+        vec![(
+            "ns/a".into(),
+            None,
+            warning(
+                "AllocationFailed",
+                "annotations ferrolb.io/loadBalancerIPs and kube-vip.io/loadbalancerIPs disagree \
+                 (\"192.0.2.71\" vs \"192.0.2.70\"); keep one"
+            ),
+        )]
+    );
+    assert_eq!(sim.services["ns/a"].ips(), ips(&["192.0.2.70"]));
+}
+
+/// Taking over from MetalLB: Services whose status holds an address MetalLB assigned, with the
+/// annotations exactly as MetalLB writes them (`metallb.universe.tf/` before v0.15,
+/// `metallb.io/` since), keep exactly that address when it lies in a ferrolb pool, whatever the
+/// MetalLB pool was called; only ferrolb's pool annotation is added, no Event. MetalLB's
+/// requested-address annotations keep being honoured.
+#[test]
+fn metallb_addresses_are_adopted_at_take_over() {
+    let dual = json!({"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv4", "IPv6"]});
+    let mut sim = Sim::start(
+        vec![
+            service(
+                "ns/old",
+                json!({}),
+                json!({"metallb.universe.tf/ip-allocated-from-pool": "metallb-pool"}),
+                &["192.0.2.90"],
+            ),
+            service(
+                "ns/new",
+                json!({}),
+                json!({"metallb.io/ip-allocated-from-pool": "metallb-pool"}),
+                &["192.0.2.64"],
+            ),
+            service(
+                "ns/asked",
+                json!({}),
+                json!({"metallb.universe.tf/ip-allocated-from-pool": "metallb-pool",
+                       "metallb.universe.tf/loadBalancerIPs": "192.0.2.100"}),
+                &["192.0.2.100"],
+            ),
+            service(
+                "ns/asked-new",
+                dual,
+                json!({"metallb.io/ip-allocated-from-pool": "metallb-pool",
+                       "metallb.io/loadBalancerIPs": "192.0.2.101,2001:db8::1:65"}),
+                &["192.0.2.101", "2001:db8::1:65"],
+            ),
+        ],
+        vec![pool(
+            "lab",
+            &["192.0.2.64/26", "2001:db8::1:0/112"],
+            "2026-01-01T00:00:00Z",
+        )],
+        &["ns"],
+    );
+    // Keys in order: asked, asked-new, new, old.
+    assert_eq!(
+        sim.pass(),
+        vec![
+            (
+                "ns/asked".into(),
+                write(&["192.0.2.100"], Some("lab"), true),
+                None
+            ),
+            (
+                "ns/asked-new".into(),
+                write(&["192.0.2.101", "2001:db8::1:65"], Some("lab"), true),
+                None
+            ),
+            (
+                "ns/new".into(),
+                write(&["192.0.2.64"], Some("lab"), true),
+                None
+            ),
+            (
+                "ns/old".into(),
+                write(&["192.0.2.90"], Some("lab"), true),
+                None
+            ),
+        ]
+    );
+    assert_eq!(sim.pass(), vec![]);
+    // A new Service gets none of the adopted addresses.
+    sim.apply(fresh("ns/next"));
+    assert_eq!(
+        sim.pass(),
+        vec![(
+            "ns/next".into(),
+            write(&["192.0.2.65"], Some("lab"), true),
+            normal("IPAllocated", "assigned 192.0.2.65 from pool lab"),
+        )]
+    );
+}
+
+/// Every Service ferrolb handles carries a `ferrolb.io/Allocated` condition, since Events
+/// expire: True with its addresses and pool, False with the Event's reason and why (and what
+/// it keeps meanwhile). It is written with the status when that changes, alone otherwise (a
+/// Service restored from an earlier version), only when it changes, and removed when the
+/// Service is no longer ferrolb's. The Events stay as they were.
+#[test]
+fn each_service_shows_its_allocation_as_a_condition() {
+    let p = json!({ASSIGNED_POOL: "p"});
+    let mut sim = Sim::start(
+        vec![service("ns/old", json!({}), p, &["192.0.2.0"])],
+        vec![pool("p", &["192.0.2.0/31"], "2026-01-01T00:00:00Z")],
+        &["ns"],
+    );
+    // Restored from an earlier version: the condition alone.
+    let actions = sim.decide();
+    assert_eq!(summary(&actions), vec![]);
+    assert_eq!(
+        allocated(&actions),
+        vec![(
+            "ns/old".into(),
+            "True".into(),
+            "IPAllocated".into(),
+            "192.0.2.0 from pool p".into()
+        )]
+    );
+    let ConditionWrite::Set(c) = actions[0].condition.clone().unwrap() else {
+        panic!()
+    };
+    assert_eq!(c.type_, ALLOCATED);
+    assert_eq!(c.last_transition_time.0, WALL.parse::<Timestamp>().unwrap());
+    sim.land(&actions);
+    sim.finish();
+    assert_eq!(sim.pass(), vec![]);
+    assert_eq!(allocated(&sim.decide()), vec![], "written once");
+
+    // A new Service: the condition goes with the status write, the Event stays.
+    sim.tick();
+    sim.apply(fresh("ns/a"));
+    let actions = sim.decide();
+    assert_eq!(
+        summary(&actions),
+        vec![(
+            "ns/a".into(),
+            write(&["192.0.2.1"], Some("p"), true),
+            normal("IPAllocated", "assigned 192.0.2.1 from pool p"),
+        )]
+    );
+    assert_eq!(
+        allocated(&actions),
+        vec![(
+            "ns/a".into(),
+            "True".into(),
+            "IPAllocated".into(),
+            "192.0.2.1 from pool p".into()
+        )]
+    );
+    sim.land(&actions);
+    sim.finish();
+
+    // No address left: False with the Event's reason and note.
+    sim.tick();
+    sim.apply(fresh("ns/b"));
+    let actions = sim.decide();
+    let why = "every pool this service may use is out of IPv4 addresses";
+    assert_eq!(
+        summary(&actions),
+        vec![("ns/b".into(), None, warning("AllocationFailed", why))]
+    );
+    assert_eq!(
+        allocated(&actions),
+        vec![(
+            "ns/b".into(),
+            "False".into(),
+            "AllocationFailed".into(),
+            why.into()
+        )]
+    );
+    sim.land(&actions);
+    sim.finish();
+    assert_eq!(allocated(&sim.decide()), vec![]);
+
+    // An invalid request of a Service holding an address: False, and it keeps the address.
+    sim.tick();
+    sim.apply(service(
+        "ns/a",
+        json!({}),
+        json!({ASSIGNED_POOL: "p", "ferrolb.io/loadBalancerIPs": "nope"}),
+        &["192.0.2.1"],
+    ));
+    let actions = sim.decide();
+    let bad = "annotation ferrolb.io/loadBalancerIPs: \"nope\" is not an IP address";
+    assert_eq!(
+        summary(&actions),
+        vec![("ns/a".into(), None, warning("AllocationFailed", bad))]
+    );
+    assert_eq!(
+        allocated(&actions),
+        vec![(
+            "ns/a".into(),
+            "False".into(),
+            "AllocationFailed".into(),
+            format!("{bad}; keeps 192.0.2.1")
+        )]
+    );
+    sim.land(&actions);
+    sim.finish();
+
+    // ns/old stops being a LoadBalancer: its address goes to ns/b, its condition is removed.
+    sim.tick();
+    sim.apply(service(
+        "ns/old",
+        json!({"type": "ClusterIP"}),
+        json!({ASSIGNED_POOL: "p"}),
+        &["192.0.2.0"],
+    ));
+    let actions = sim.decide();
+    assert_eq!(
+        allocated(&actions),
+        vec![("ns/old".into(), "-".into(), "".into(), "".into())]
+    );
+    sim.land(&actions);
+    sim.finish();
+    let actions = sim.decide();
+    assert_eq!(
+        summary(&actions),
+        vec![(
+            "ns/b".into(),
+            write(&["192.0.2.0"], Some("p"), true),
+            normal("IPAllocated", "assigned 192.0.2.0 from pool p"),
+        )]
+    );
+    let ConditionWrite::Set(c) = actions[0].condition.clone().unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+        ("True", "IPAllocated", "192.0.2.0 from pool p")
+    );
 }

@@ -7,6 +7,7 @@
 //! (`ferrolb-<pid>-<n>-…`), and the sweep of leftovers removes only labs whose process is gone.
 
 mod api_server;
+mod bad_input;
 mod cleanup;
 mod cluster;
 mod control_plane;

@@ -413,6 +413,35 @@ fn bad_input_is_reported_and_changes_nothing() {
         msg.contains("spec.nodeSelectors[0]") && msg.contains("Near"),
         "{msg}"
     );
+
+    // An advertisement naming a pool that does not exist, with a label key of bad syntax: it
+    // still applies (as before), and its problems column names both fields.
+    apply(
+        &c.env,
+        &c.lab,
+        "apiVersion: ferrolb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: no-such-pool}\nspec:\n  ipAddressPools: [nope]\n  serviceSelectors:\n  - matchLabels: {\"app name\": web}\n---\n",
+    )
+    .unwrap();
+    let problems = c
+        .wait_kubectl(
+            "the unknown pool in the advertisement's problems",
+            &[
+                "get",
+                "l2advertisement",
+                "no-such-pool",
+                "-o",
+                "jsonpath={.status.problems}",
+            ],
+            WAIT,
+            |p| p.contains("nope").then_some(p),
+        )
+        .unwrap();
+    assert!(
+        problems.starts_with(
+            "spec.ipAddressPools[0]: pool \"nope\" does not exist; spec.serviceSelectors[0]: matchLabels: label key \"app name\" is invalid"
+        ),
+        "{problems}"
+    );
     assert_eq!(c.announcer("web", WAIT).unwrap(), format!("node-{owner}"));
     assert_eq!(answering(&c, vip), vec![owner]);
 
