@@ -107,9 +107,19 @@ const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// by `tests/scripts/images.sh` when stale, as `make images` builds them. `FERROLB_IMAGES_DIR`
 /// names a directory holding them instead (images built elsewhere).
 pub fn ferrolb_images() -> anyhow::Result<Vec<PathBuf>> {
+    // One build at a time: the cluster stories run side by side and would write the same
+    // archives (a mutex between threads, flock between processes).
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let dir = match std::env::var_os("FERROLB_IMAGES_DIR") {
         Some(d) => PathBuf::from(d),
         None => {
+            let out = crate::target_dir().join("images");
+            std::fs::create_dir_all(&out)?;
+            let lock = std::fs::File::create(out.join(".lock"))?;
+            let _flock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, e)| e)
+                .context("locking target/images")?;
             let script = crate::workspace_root().join("tests/scripts/images.sh");
             let status = std::process::Command::new(&script)
                 .env("CARGO_TARGET_DIR", crate::target_dir())
