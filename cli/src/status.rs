@@ -37,6 +37,7 @@ pub const MEMBERSHIP_NOTE: &str = "gossip membership and quorum are not publishe
 pub struct Report {
     pub pools: Vec<PoolRow>,
     pub services: Vec<ServiceRow>,
+    pub advertisements: Vec<AdvertisementRow>,
     pub speakers: Vec<SpeakerRow>,
     pub notes: Vec<String>,
 }
@@ -94,6 +95,21 @@ pub struct ServiceRow {
     pub interfaces: Vec<String>,
     /// Why it is not announced or not allocated (a condition's or an Event's reason and message).
     pub reason: Option<String>,
+}
+
+/// An L2Advertisement and what the speakers report on it (its status).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdvertisementRow {
+    pub name: String,
+    /// Pools named in the spec (empty with selectors or for every pool).
+    pub pools: Vec<String>,
+    pub interfaces: Vec<String>,
+    /// Nodes applying it, as the speakers count them.
+    pub node_count: Option<i32>,
+    /// Problems the speakers found (a missing interface, say).
+    pub problems: Option<String>,
+    pub conditions: Vec<ConditionRow>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -360,6 +376,21 @@ pub fn report(
         .collect();
     services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let speakers = speaker_rows(advertisements, speaker_pods, &services);
+    let mut advertisements: Vec<AdvertisementRow> = advertisements
+        .iter()
+        .map(|a| {
+            let st = a.status.clone().unwrap_or_default();
+            AdvertisementRow {
+                name: a.metadata.name.clone().unwrap_or_default(),
+                pools: a.spec.ip_address_pools.clone(),
+                interfaces: a.spec.interfaces.clone(),
+                node_count: st.node_count,
+                problems: st.problems,
+                conditions: st.conditions.iter().map(condition_row).collect(),
+            }
+        })
+        .collect();
+    advertisements.sort_by(|a, b| a.name.cmp(&b.name));
     let mut notes = vec![MEMBERSHIP_NOTE.to_string()];
     if speaker_pods.is_empty() {
         notes.push(format!(
@@ -370,6 +401,7 @@ pub fn report(
     Report {
         pools,
         services,
+        advertisements,
         speakers,
         notes,
     }
@@ -493,6 +525,40 @@ pub fn render_report(r: &Report, style: Style) -> String {
         &rows,
         style,
     ));
+    out.push_str("\nL2ADVERTISEMENTS\n");
+    let rows: Vec<Vec<Cell>> = r
+        .advertisements
+        .iter()
+        .map(|a| {
+            let valid = a.conditions.iter().find(|c| c.type_ == "Valid");
+            let valid = match valid {
+                Some(c) if c.status == "True" => Cell::tone("Valid", Tone::Good),
+                Some(c) => Cell::tone(format!("Invalid: {}", c.message), Tone::Bad),
+                None => Cell::plain("-"),
+            };
+            let problems = match a.problems.as_deref().filter(|p| !p.is_empty()) {
+                Some(p) => Cell::tone(p, Tone::Bad),
+                None => Cell::plain("-"),
+            };
+            vec![
+                Cell::plain(&a.name),
+                Cell::plain(if a.pools.is_empty() {
+                    "(all or by selector)".to_string()
+                } else {
+                    list(&a.pools)
+                }),
+                Cell::plain(list(&a.interfaces)),
+                Cell::plain(a.node_count.map_or("-".into(), |n| n.to_string())),
+                valid,
+                problems,
+            ]
+        })
+        .collect();
+    out.push_str(&render(
+        &["NAME", "POOLS", "INTERFACES", "NODES", "SPEC", "PROBLEMS"],
+        &rows,
+        style,
+    ));
     out.push_str("\nSPEAKERS\n");
     let rows: Vec<Vec<Cell>> = r
         .speakers
@@ -607,9 +673,10 @@ pub fn service_story(s: &Service, events: &[Event]) -> ServiceStory {
     let ours: BTreeMap<String, String> = annotations
         .iter()
         .filter(|(k, _)| {
-            ferrolb_config::service::PREFIXES
-                .iter()
-                .any(|p| k.starts_with(p))
+            k.as_str() != ASSIGNED_POOL
+                && ferrolb_config::service::PREFIXES
+                    .iter()
+                    .any(|p| k.starts_with(p))
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
@@ -994,6 +1061,61 @@ mod tests {
     }
 
     #[test]
+    fn speakers_and_advertisements_come_from_the_advertisement_status_and_pods() {
+        let adv: L2Advertisement = serde_json::from_value(json!({
+            "apiVersion": "ferrolb.io/v1alpha1", "kind": "L2Advertisement",
+            "metadata": {"name": "edge"},
+            "spec": {"ipAddressPools": ["lab"], "interfaces": ["eth1"]},
+            "status": {"nodeCount": 2, "problems": "node-2: no interface eth1",
+                "nodes": [
+                    {"node": "node-1", "selected": true, "interfaces": ["eth1"]},
+                    {"node": "node-2", "selected": true, "missingInterfaces": ["eth1"]},
+                    {"node": "node-3", "selected": false}],
+                "conditions": [{"type": "Valid", "status": "True", "reason": "Valid",
+                    "message": "the spec is valid", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+        }))
+        .unwrap();
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "ferrolb-speaker-abcde", "namespace": "ferrolb-system"},
+            "spec": {"nodeName": "node-1", "containers": []},
+            "status": {"phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        let r = report(&[], &[announced_web()], &[], &[adv], &[pod], None);
+        type Row<'a> = (&'a str, Option<&'a str>, Vec<&'a str>, Vec<&'a str>, usize);
+        let got: Vec<Row> = r
+            .speakers
+            .iter()
+            .map(|s| {
+                (
+                    s.node.as_str(),
+                    s.pod_state.as_deref(),
+                    s.advertisements.iter().map(String::as_str).collect(),
+                    s.missing_interfaces.iter().map(String::as_str).collect(),
+                    s.announcing,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("node-1", Some("Running, ready"), vec!["edge"], vec![], 0),
+                ("node-2", None, vec!["edge"], vec!["eth1"], 1),
+                ("node-3", None, vec![], vec![], 0),
+            ]
+        );
+        assert_eq!(r.advertisements[0].node_count, Some(2));
+        let text = render_report(&r, Style { color: false });
+        assert!(
+            text.contains("edge   lab     eth1         2       Valid   node-2: no interface eth1"),
+            "{text}"
+        );
+        // With pods, no note about missing pods; the membership note is always there.
+        assert_eq!(r.notes, vec![MEMBERSHIP_NOTE.to_string()]);
+    }
+
+    #[test]
     fn the_story_tells_request_allocation_announcement_and_events() {
         let events = vec![event(
             "web",
@@ -1004,6 +1126,8 @@ mod tests {
         )];
         let s = service_story(&announced_web(), &events);
         assert_eq!(s.request.pool.as_deref(), Some("lab"));
+        // The controller's own annotation is the allocation, not the request.
+        assert_eq!(s.request.annotations.len(), 1);
         assert_eq!(s.allocation.addresses, vec!["192.0.2.64"]);
         assert_eq!(s.announcement.node.as_deref(), Some("node-2"));
         assert_eq!(s.events.len(), 1);

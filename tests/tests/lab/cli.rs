@@ -174,6 +174,9 @@ fn status_shows_allocation_announcement_and_why_not() {
     assert_eq!(lab_pool["name"], "lab");
     assert_eq!(lab_pool["ipv4"]["used"], "2", "{lab_pool:#}");
     assert_eq!(lab_pool["ipv4"]["free"], "62", "{lab_pool:#}");
+    let adv = &report["advertisements"][0];
+    assert_eq!(adv["name"], "default", "{report:#}");
+    assert_eq!(adv["nodeCount"], 3, "{report:#}");
     let speakers = report["speakers"].as_array().unwrap();
     assert_eq!(speakers.len(), 3, "{report:#}");
     let owner = speakers
@@ -196,6 +199,7 @@ fn status_shows_allocation_announcement_and_why_not() {
         format!("Node:                 {node}"),
         format!("Addresses:            {vip}"),
         "Pool:                 lab".to_string(),
+        "Announced:            yes".to_string(),
         "ferrolb.io/Announced".to_string(),
         "IPAllocated".to_string(),
         "Announcing".to_string(),
