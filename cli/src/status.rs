@@ -104,6 +104,9 @@ pub struct AdvertisementRow {
     pub name: String,
     /// Pools named in the spec (empty with selectors or for every pool).
     pub pools: Vec<String>,
+    /// How many pool selectors the spec has.
+    pub pool_selectors: usize,
+    /// Interfaces named in the spec (empty: those with an address in the VIP's subnet).
     pub interfaces: Vec<String>,
     /// Nodes applying it, as the speakers count them.
     pub node_count: Option<i32>,
@@ -383,6 +386,7 @@ pub fn report(
             AdvertisementRow {
                 name: a.metadata.name.clone().unwrap_or_default(),
                 pools: a.spec.ip_address_pools.clone(),
+                pool_selectors: a.spec.ip_address_pool_selectors.len(),
                 interfaces: a.spec.interfaces.clone(),
                 node_count: st.node_count,
                 problems: st.problems,
@@ -542,12 +546,17 @@ pub fn render_report(r: &Report, style: Style) -> String {
             };
             vec![
                 Cell::plain(&a.name),
-                Cell::plain(if a.pools.is_empty() {
-                    "(all or by selector)".to_string()
-                } else {
-                    list(&a.pools)
+                Cell::plain(match (a.pools.is_empty(), a.pool_selectors) {
+                    (true, 0) => "(all)".to_string(),
+                    (true, _) => "(by selector)".to_string(),
+                    (false, 0) => list(&a.pools),
+                    (false, _) => format!("{},(by selector)", list(&a.pools)),
                 }),
-                Cell::plain(list(&a.interfaces)),
+                Cell::plain(if a.interfaces.is_empty() {
+                    "(auto)".to_string()
+                } else {
+                    list(&a.interfaces)
+                }),
                 Cell::plain(a.node_count.map_or("-".into(), |n| n.to_string())),
                 valid,
                 problems,

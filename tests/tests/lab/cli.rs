@@ -377,4 +377,32 @@ fn migrate_from_metallb_prints_reports_and_applies() {
     // The field manager owns what it applied: applying again changes nothing and succeeds.
     let again = ferrolb(&env, &["migrate", "from-metallb", "--apply"]);
     assert!(again.status.success(), "{}", stderr(&again));
+
+    // As a plugin: the real kubectl finds kubectl-ferrolb on PATH; KUBECONFIG is honoured.
+    let bin = binary("kubectl-ferrolb").unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let plugin = std::process::Command::new("kubectl")
+        .args(["ferrolb", "status", "-o", "json"])
+        .env("PATH", &path)
+        .env("KUBECONFIG", env.kubeconfig())
+        .output()
+        .unwrap();
+    assert!(plugin.status.success(), "{}", stderr(&plugin));
+    let report: Value = serde_json::from_slice(&plugin.stdout).unwrap();
+    assert!(
+        report["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "mlb"),
+        "{report:#}"
+    );
+    // A context that does not exist is an error naming it.
+    let bad = ferrolb(&env, &["status", "--context", "nope"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("nope"), "{}", stderr(&bad));
 }
