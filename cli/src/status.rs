@@ -221,6 +221,25 @@ fn announced_condition(s: &Service) -> Option<&Condition> {
         .find(|c| c.type_ == ANNOUNCED)
 }
 
+/// Why a Service has no address: not ferrolb's to serve, or the latest ferrolb Event about it.
+fn unallocated_reason(s: &Service, last_event: Option<String>) -> String {
+    let spec = s.spec.as_ref();
+    let type_ = spec.and_then(|s| s.type_.as_deref()).unwrap_or("ClusterIP");
+    if type_ != "LoadBalancer" {
+        return format!("type {type_}: ferrolb serves only Services of type LoadBalancer");
+    }
+    if let Some(e) = last_event {
+        return e;
+    }
+    match spec.and_then(|s| s.load_balancer_class.as_deref()) {
+        Some(class) => format!(
+            "spec.loadBalancerClass is {class}: ferrolb serves it only when its controller runs \
+             with --load-balancer-class {class}"
+        ),
+        None => "waiting for the controller (no ferrolb Event about it yet)".to_string(),
+    }
+}
+
 fn service_row(s: &Service, events: &[Event]) -> ServiceRow {
     let (namespace, name) = key(s);
     let addresses: Vec<String> = ingress_ips(s.status.as_ref())
@@ -245,9 +264,7 @@ fn service_row(s: &Service, events: &[Event]) -> ServiceRow {
         )
     });
     let (state, reason) = if addresses.is_empty() {
-        let reason = last_event
-            .unwrap_or_else(|| "waiting for the controller (no ferrolb Event yet)".to_string());
-        (State::NotAllocated, Some(reason))
+        (State::NotAllocated, Some(unallocated_reason(s, last_event)))
     } else if announcement.is_some() {
         (State::Announced, None)
     } else {
@@ -919,6 +936,46 @@ mod tests {
             "regarding": {"kind": "Service", "namespace": "default", "name": name}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn unallocated_services_say_why() {
+        let svc = |spec: serde_json::Value| {
+            service(json!({"metadata": {"name": "s", "namespace": "default"}, "spec": spec}))
+        };
+        let failed = event(
+            "s",
+            "AllocationFailed",
+            "no available address",
+            "ferrolb-controller",
+            "2026-01-01T00:00:00Z",
+        );
+        for (spec, events, want) in [
+            (
+                json!({"type": "NodePort"}),
+                vec![],
+                "type NodePort: ferrolb serves only Services of type LoadBalancer",
+            ),
+            (
+                json!({"type": "LoadBalancer"}),
+                vec![failed.clone()],
+                "AllocationFailed: no available address",
+            ),
+            (
+                json!({"type": "LoadBalancer", "loadBalancerClass": "other.io/lb"}),
+                vec![],
+                "spec.loadBalancerClass is other.io/lb: ferrolb serves it only when its controller runs with --load-balancer-class other.io/lb",
+            ),
+            (
+                json!({"type": "LoadBalancer"}),
+                vec![],
+                "waiting for the controller (no ferrolb Event about it yet)",
+            ),
+        ] {
+            let story = service_story(&svc(spec.clone()), &events);
+            assert_eq!(story.state, State::NotAllocated);
+            assert_eq!(story.reason.as_deref(), Some(want), "{spec}");
+        }
     }
 
     #[test]
