@@ -600,7 +600,12 @@ pub fn render_report(r: &Report, style: Style) -> String {
                 Cell::plain(dash(s.pod.as_deref())),
                 Cell::plain(dash(s.pod_state.as_deref())),
                 Cell::plain(list(&s.advertisements)),
-                Cell::plain(list(&s.interfaces)),
+                // A selected node with no named interface uses those in the VIP's subnet.
+                Cell::plain(if s.interfaces.is_empty() && !s.advertisements.is_empty() {
+                    "(auto)".to_string()
+                } else {
+                    list(&s.interfaces)
+                }),
                 missing,
                 Cell::plain(s.announcing.to_string()),
             ]
