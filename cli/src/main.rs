@@ -205,6 +205,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     eprintln!("  - {u}");
                 }
             }
+            if !m.differences.is_empty() {
+                eprintln!(
+                    "migrated, but read differently by ferrolb ({}):",
+                    m.differences.len()
+                );
+                for d in &m.differences {
+                    eprintln!("  - {d}");
+                }
+            }
             if m.pools.is_empty() && m.advertisements.is_empty() {
                 eprintln!(
                     "no MetalLB IPAddressPool or L2Advertisement found{}",

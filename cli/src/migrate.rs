@@ -65,6 +65,8 @@ pub struct Migration {
     pub pools: Vec<IPAddressPool>,
     pub advertisements: Vec<L2Advertisement>,
     pub unmapped: Vec<Unmapped>,
+    /// Carried over, but ferrolb reads it differently: worth a look before switching.
+    pub differences: Vec<Unmapped>,
 }
 
 /// MetalLB kinds ferrolb has no equivalent for, and why.
@@ -270,6 +272,16 @@ pub fn migrate(pools: &[Source], advertisements: &[Source], others: &[Source]) -
     for src in sorted_advs {
         if first(src, "L2Advertisement", &mut m.unmapped) {
             let a = advertisement(src, &mut m.unmapped);
+            if a.spec.interfaces.is_empty() {
+                m.differences.push(Unmapped {
+                    object: src.id(),
+                    field: "spec.interfaces".into(),
+                    why: "empty: MetalLB announces from every interface of the node, ferrolb \
+                          only from those with an address in the announced address's subnet; \
+                          name the interfaces if that subnet is on none of them"
+                        .into(),
+                });
+            }
             if let Err(errors) = parse_advertisement(&a) {
                 for e in errors {
                     m.unmapped.push(Unmapped {
@@ -415,7 +427,9 @@ mod tests {
             input
         );
         assert!(m.unmapped.is_empty(), "{:?}", m.unmapped);
-        // An empty MetalLB advertisement announces every pool from every node; so does ferrolb's.
+        assert!(m.differences.is_empty(), "{:?}", m.differences);
+        // An empty MetalLB advertisement announces every pool from every node; so does ferrolb's,
+        // but from the interfaces in the address's subnet rather than every one: said so.
         let m = migrate(
             &[],
             &[src("L2Advertisement", "metallb-system", "all", json!({}))],
@@ -425,6 +439,8 @@ mod tests {
             serde_json::to_value(&m.advertisements[0].spec).unwrap(),
             json!({})
         );
+        assert_eq!(m.differences.len(), 1);
+        assert_eq!(m.differences[0].field, "spec.interfaces");
     }
 
     #[test]
