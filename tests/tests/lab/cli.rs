@@ -405,4 +405,29 @@ fn migrate_from_metallb_prints_reports_and_applies() {
     let bad = ferrolb(&env, &["status", "--context", "nope"]);
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("nope"), "{}", stderr(&bad));
+
+    // Without ferrolb's CRDs: an error that says how to install them.
+    env.kubectl(&[
+        "delete",
+        "crd",
+        "ipaddresspools.ferrolb.io",
+        "l2advertisements.ferrolb.io",
+    ])
+    .unwrap();
+    let err = cmd::wait_for(
+        "status to fail for want of the CRDs",
+        WAIT,
+        Duration::from_millis(200),
+        || {
+            let o = ferrolb(&env, &["status"]);
+            (!o.status.success()).then(|| stderr(&o))
+        },
+    )
+    .unwrap();
+    assert!(
+        err.contains(
+            "the ferrolb CRDs are not installed in this cluster: kubectl apply -k deploy/"
+        ),
+        "{err}"
+    );
 }
