@@ -26,6 +26,8 @@ use crate::table::{Cell, Style, Tone, render};
 
 /// The Service condition the speakers write.
 pub const ANNOUNCED: &str = "ferrolb.io/Announced";
+/// The Service condition the controller writes (True with addresses and pool, False with why).
+pub const ALLOCATED: &str = "ferrolb.io/Allocated";
 /// Events by these reporting controllers are ferrolb's.
 pub const REPORTER_PREFIX: &str = "ferrolb-";
 /// What the report says about membership, which the speakers do not publish in the API.
@@ -212,21 +214,36 @@ fn key(s: &Service) -> (String, String) {
     )
 }
 
-fn announced_condition(s: &Service) -> Option<&Condition> {
+fn condition_of<'a>(s: &'a Service, type_: &str) -> Option<&'a Condition> {
     s.status
         .as_ref()?
         .conditions
         .as_ref()?
         .iter()
-        .find(|c| c.type_ == ANNOUNCED)
+        .find(|c| c.type_ == type_)
 }
 
-/// Why a Service has no address: not ferrolb's to serve, or the latest ferrolb Event about it.
+fn announced_condition(s: &Service) -> Option<&Condition> {
+    condition_of(s, ANNOUNCED)
+}
+
+/// The controller's `ferrolb.io/Allocated` condition when it is False, as "reason: message".
+fn allocation_failure(s: &Service) -> Option<String> {
+    condition_of(s, ALLOCATED)
+        .filter(|c| c.status == "False")
+        .map(|c| format!("{}: {}", c.reason, c.message))
+}
+
+/// Why a Service has no address: not ferrolb's to serve, the controller's Allocated condition
+/// (it outlives Events), or the latest ferrolb Event about it.
 fn unallocated_reason(s: &Service, last_event: Option<String>) -> String {
     let spec = s.spec.as_ref();
     let type_ = spec.and_then(|s| s.type_.as_deref()).unwrap_or("ClusterIP");
     if type_ != "LoadBalancer" {
         return format!("type {type_}: ferrolb serves only Services of type LoadBalancer");
+    }
+    if let Some(c) = allocation_failure(s) {
+        return c;
     }
     if let Some(e) = last_event {
         return e;
@@ -266,7 +283,8 @@ fn service_row(s: &Service, events: &[Event]) -> ServiceRow {
     let (state, reason) = if addresses.is_empty() {
         (State::NotAllocated, Some(unallocated_reason(s, last_event)))
     } else if announcement.is_some() {
-        (State::Announced, None)
+        // Announced, but what it asked for failed (it keeps what it had): say so.
+        (State::Announced, allocation_failure(s))
     } else {
         let reason = match cond {
             Some(c) => format!("{}: {}", c.reason, c.message),
@@ -981,6 +999,19 @@ mod tests {
             assert_eq!(story.state, State::NotAllocated);
             assert_eq!(story.reason.as_deref(), Some(want), "{spec}");
         }
+        // The controller's Allocated condition outlives Events and comes first.
+        let with_condition = service(json!({
+            "metadata": {"name": "s", "namespace": "default"},
+            "spec": {"type": "LoadBalancer"},
+            "status": {"conditions": [{"type": "ferrolb.io/Allocated", "status": "False",
+                "reason": "AllocationFailed", "message": "pool lab is exhausted",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+        }));
+        let story = service_story(&with_condition, std::slice::from_ref(&failed));
+        assert_eq!(
+            story.reason.as_deref(),
+            Some("AllocationFailed: pool lab is exhausted")
+        );
     }
 
     #[test]
