@@ -24,10 +24,17 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
         .join(name);
     let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     let root = crate::workspace_root();
-    let newest = ["controller", "speaker", "config", "crds", "Cargo.lock"]
-        .iter()
-        .filter_map(|d| newest_mtime(&root.join(d)))
-        .max();
+    let newest = [
+        "controller",
+        "speaker",
+        "config",
+        "crds",
+        "cli",
+        "Cargo.lock",
+    ]
+    .iter()
+    .filter_map(|d| newest_mtime(&root.join(d)))
+    .max();
     if built.is_none() || newest > built {
         let mut args = vec!["build", "-q", "--bin", name];
         if release {

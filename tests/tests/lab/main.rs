@@ -9,6 +9,7 @@
 mod api_server;
 mod bad_input;
 mod cleanup;
+mod cli;
 mod cluster;
 mod control_plane;
 mod controller;
