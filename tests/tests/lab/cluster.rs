@@ -95,6 +95,45 @@ fn installed_with_kubectl_apply_k_it_serves_real_pods_follows_them_fails_over_ro
         );
     }
 
+    // `kubectl ferrolb status` on a real cluster: each node's speaker pod, Running and ready,
+    // and the Services' announcing nodes.
+    let plugin = ferrolb_lab::daemons::binary("kubectl-ferrolb").unwrap();
+    let kc = c.env.kubeconfig().to_string_lossy().into_owned();
+    let json = cmd::run(&[
+        &plugin.to_string_lossy(),
+        "--kubeconfig",
+        &kc,
+        "status",
+        "-o",
+        "json",
+    ])
+    .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let speakers = report["speakers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(speakers.len(), 3, "{json}");
+    for sp in &speakers {
+        assert!(
+            sp["pod"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("ferrolb-system/ferrolb-speaker-")),
+            "{sp}"
+        );
+        assert!(
+            sp["podState"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("Running")),
+            "{sp}"
+        );
+    }
+    let announced: usize = speakers
+        .iter()
+        .filter_map(|s| s["announcing"].as_u64())
+        .sum::<u64>() as usize;
+    assert_eq!(
+        announced, 2,
+        "hello and hello-local, one announcing node each: {json}"
+    );
+
     // externalTrafficPolicy: Local follows the pods: with one replica left, the node running it
     // announces, and the client lands on it.
     c.env
