@@ -7,6 +7,7 @@
 
 pub mod l2;
 pub mod pool;
+pub mod reference;
 
 pub use l2::{L2Advertisement, L2AdvertisementSpec, L2AdvertisementStatus, L2NodeStatus};
 pub use pool::{IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus};

@@ -35,6 +35,13 @@ if ! diff -ru deploy/crds "$tmp"; then
   exit 1
 fi
 
+step "generated reference matches the code (docs/reference)"
+"$ROOT/tests/scripts/reference.sh" "$tmp/reference"
+if ! diff -ru docs/reference "$tmp/reference"; then
+  echo "error: docs/reference is stale; run 'make reference' and commit" >&2
+  exit 1
+fi
+
 step "tests (unit, property, real kube-apiserver, network lab)"
 cargo test --workspace --locked -- --test-threads="${FERROLB_TEST_THREADS:-2}"
 
