@@ -148,7 +148,7 @@ impl Gossip {
     pub async fn start(
         name: &str,
         bind: SocketAddr,
-        key: [u8; 32],
+        key: crate::key::Keys,
         timing: Timing,
         tx: UnboundedSender<Change>,
     ) -> anyhow::Result<Gossip> {
@@ -228,7 +228,7 @@ impl Member {
     async fn start(
         name: &str,
         bind: SocketAddr,
-        key: [u8; 32],
+        key: crate::key::Keys,
         timing: Timing,
         tx: UnboundedSender<Change>,
     ) -> anyhow::Result<Member> {
@@ -266,7 +266,9 @@ impl Member {
             .with_timeout(Duration::from_secs(1))
             // Encryption needs all three: the key, an algorithm and verify-outgoing (without the
             // last, memberlist 0.8 sends plaintext).
-            .with_primary_key(SecretKey::Aes256(key))
+            .with_primary_key(SecretKey::Aes256(key.primary))
+            // The secondary key only decrypts (a rotation in progress, see key.rs).
+            .with_secret_keys(key.secondary.map(SecretKey::Aes256).into_iter().collect())
             .with_encryption_algo(EncryptionAlgorithm::NoPadding)
             .with_gossip_verify_outgoing(true)
             .with_gossip_verify_incoming(true)

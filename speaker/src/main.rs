@@ -68,7 +68,8 @@ pub struct Cli {
     gossip_secret: String,
 
     /// File with the gossip key as 64 hexadecimal digits, instead of the Secret (for control-plane
-    /// static pods, which may start before the API server).
+    /// static pods, which may start before the API server); a second line holds the secondary key
+    /// (decrypts only: for a rotation, like the Secret's `secondaryKey`).
     #[arg(long, env = "FERROLB_GOSSIP_KEY_FILE")]
     gossip_key_file: Option<PathBuf>,
 

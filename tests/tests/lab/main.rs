@@ -15,6 +15,7 @@ mod control_plane;
 mod controller;
 mod controller_ha;
 mod faults;
+mod key_rotation;
 mod pool_schema;
 mod segment;
 mod speaker;
