@@ -323,3 +323,45 @@ fn apply_error(e: kube::Error, kind: &str, name: &str) -> anyhow::Error {
         _ => anyhow!("applying {kind}/{name}: {e}"),
     }
 }
+
+/// The label that takes a node out of every load balancer's announcements (the standard one,
+/// which ferrolb's speakers honour), and the value `drain` writes, so `undrain` removes only its own.
+pub const DRAIN_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+pub const DRAIN_VALUE: &str = "ferrolb-drain";
+
+/// Sets (drained) or removes (undrained) the drain label on Node `node`.
+pub async fn set_drained(client: &Client, node: &str, drained: bool) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Api, Patch, PatchParams};
+    let nodes: Api<Node> = Api::all(client.clone());
+    let Some(current) = nodes
+        .get_opt(node)
+        .await
+        .with_context(|| format!("reading node/{node}"))?
+    else {
+        anyhow::bail!("there is no Node named {node:?} (kubectl get nodes lists them)");
+    };
+    let value = current
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(DRAIN_LABEL))
+        .cloned();
+    let patch = match (drained, value.as_deref()) {
+        (true, Some(_)) | (false, None) => return Ok(()),
+        (true, None) => serde_json::json!({"metadata": {"labels": {DRAIN_LABEL: DRAIN_VALUE}}}),
+        (false, Some(DRAIN_VALUE)) => {
+            serde_json::json!({"metadata": {"labels": {DRAIN_LABEL: null}}})
+        }
+        (false, Some(other)) => anyhow::bail!(
+            "node/{node} carries {DRAIN_LABEL}={other}, set by someone else than `kubectl ferrolb \
+             drain`; it keeps the node out of every load balancer. Remove it yourself if that is \
+             meant: kubectl label node {node} {DRAIN_LABEL}-"
+        ),
+    };
+    nodes
+        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .with_context(|| format!("labelling node/{node}"))?;
+    Ok(())
+}

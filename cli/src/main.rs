@@ -75,6 +75,23 @@ enum Command {
         #[command(subcommand)]
         target: Option<StatusTarget>,
     },
+    /// Move every address off NODE: its speaker stops answering and the others take its
+    /// addresses over. Declarative: it labels the Node
+    /// `node.kubernetes.io/exclude-from-external-load-balancers=ferrolb-drain` (the label every
+    /// speaker honours), so it survives speaker restarts and shows on the Node.
+    #[command(after_help = "Examples:\n  \
+        kubectl ferrolb drain node-2     # before maintenance\n  \
+        kubectl ferrolb undrain node-2   # afterwards")]
+    Drain {
+        /// The Node's name.
+        node: String,
+    },
+    /// Let NODE announce again: removes the label `drain` set (a label with another value, set by
+    /// someone else, is left alone with an error).
+    Undrain {
+        /// The Node's name.
+        node: String,
+    },
     /// Convert another load balancer's configuration to ferrolb's.
     Migrate {
         #[command(subcommand)]
@@ -172,6 +189,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Output::Table => print!("{}", status::render_report(&report, style)),
                 o => print_machine(&report, o)?,
             }
+        }
+        Command::Drain { node } => {
+            api::set_drained(&client, &node, true).await?;
+            println!(
+                "node/{node} drained: labelled {}={}; its addresses move to other nodes",
+                api::DRAIN_LABEL,
+                api::DRAIN_VALUE
+            );
+        }
+        Command::Undrain { node } => {
+            api::set_drained(&client, &node, false).await?;
+            println!("node/{node} undrained: label {} removed", api::DRAIN_LABEL);
         }
         Command::Status {
             target: Some(StatusTarget::Service { service }),

@@ -431,3 +431,93 @@ fn migrate_from_metallb_prints_reports_and_applies() {
         "{err}"
     );
 }
+
+#[test]
+fn drain_moves_every_address_off_a_node_without_a_failed_request_and_undrain_lets_it_back() {
+    use ferrolb_lab::probe::{longest_outage_ms, parse_records};
+    use ferrolb_lab::speakers::{index_of, start_probe};
+    let c = Cluster::start(3, &[]).unwrap();
+    let env = &c.env;
+    apply(env, &c.lab, &service_yaml("web", &[], "", BACKEND_PORT)).unwrap();
+    let vip =
+        ferrolb_lab::daemons::wait_ingress(env, "default", "web", 1, WAIT).unwrap()[0].clone();
+    let owner = c.announcer("web", WAIT).unwrap();
+    let target = std::net::SocketAddr::new(vip.parse().unwrap(), BACKEND_PORT);
+    let mut probe = start_probe(&c.lab, target, 1000, 20, 1000).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let out = ok(env, &["drain", &owner]);
+    assert!(out.contains(&format!("node/{owner} drained")), "{out}");
+    let label = env
+        .kubectl(&[
+            "get",
+            "node",
+            &owner,
+            "-o",
+            r#"jsonpath={.metadata.labels.node\.kubernetes\.io/exclude-from-external-load-balancers}"#,
+        ])
+        .unwrap();
+    assert_eq!(label, "ferrolb-drain");
+    let successor = c.wait_announcer("web", Some(&owner), WAIT).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = probe.terminate(Duration::from_secs(3));
+    let records = parse_records(&probe.log_text());
+    let failed: Vec<_> = records.iter().filter(|r| !r.ok()).collect();
+    eprintln!(
+        "drain of {owner}: {} of {} requests failed, longest outage {:?} ms; {successor} answers",
+        failed.len(),
+        records.len(),
+        longest_outage_ms(&records)
+    );
+    assert!(records.len() > 100, "{} records", records.len());
+    assert!(
+        failed.is_empty(),
+        "requests failed during the drain: {failed:?}\n{}",
+        c.logs()
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r.node.as_deref() == Some(successor.as_str())),
+        "the successor's backend answered"
+    );
+    // The drained node answers ARP for nothing.
+    let answering = ferrolb_lab::speakers::answering(&c.lab, target.ip()).unwrap();
+    assert_eq!(answering, vec![index_of(&successor)]);
+
+    // Someone else's label is left alone, with an error saying so.
+    let other = if index_of(&owner) == 1 {
+        "node-2"
+    } else {
+        "node-1"
+    };
+    env.kubectl(&[
+        "label",
+        "node",
+        other,
+        "node.kubernetes.io/exclude-from-external-load-balancers=maintenance",
+    ])
+    .unwrap();
+    let refused = ferrolb(env, &["undrain", other]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("set by someone else"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let out = ok(env, &["undrain", &owner]);
+    assert!(out.contains("undrained"), "{out}");
+    let labels = env
+        .kubectl(&["get", "node", &owner, "-o", "jsonpath={.metadata.labels}"])
+        .unwrap();
+    assert!(
+        !labels.contains("exclude-from-external-load-balancers"),
+        "{labels}"
+    );
+    let missing = ferrolb(env, &["drain", "node-9"]);
+    assert!(
+        stderr(&missing).contains("there is no Node named \"node-9\""),
+        "{}",
+        stderr(&missing)
+    );
+}
