@@ -229,6 +229,7 @@ impl ClusterLab {
             cluster.start_agents(i, &bins)?;
         }
         cluster.wait_nodes_ready()?;
+        cluster.wait_default_service_accounts()?;
         lap("nodes Ready");
         Ok(cluster)
     }
@@ -656,6 +657,26 @@ fileCheckFrequency: 2s
             ],
         )?;
         self.node(i)?.proxy = Some(child);
+        Ok(())
+    }
+
+    /// Waits until kube-controller-manager has made the `default` ServiceAccount of `default` and
+    /// `kube-system`: until then the API server refuses pods there (the ServiceAccount admission),
+    /// which a real cluster never shows a user.
+    fn wait_default_service_accounts(&self) -> anyhow::Result<()> {
+        for ns in ["default", "kube-system"] {
+            cmd::wait_for(
+                &format!("ServiceAccount {ns}/default"),
+                Duration::from_secs(60),
+                Duration::from_millis(250),
+                || {
+                    self.env
+                        .kubectl(&["-n", ns, "get", "serviceaccount", "default", "-o", "name"])
+                        .ok()
+                        .filter(|o| !o.trim().is_empty())
+                },
+            )?;
+        }
         Ok(())
     }
 
