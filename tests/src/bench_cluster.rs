@@ -15,7 +15,7 @@ use crate::daemons::wait_ingress;
 use crate::netns::Port;
 use crate::observe::tcp_get;
 use crate::probe::{longest_outage_ms, parse_records};
-use crate::speakers::{start_probe, wait_announcer};
+use crate::speakers::{index_of, start_probe, wait_announcer};
 
 /// Figures of one run: node-death outages, and the resident memory of each ferrolb process.
 #[derive(Debug)]
@@ -44,7 +44,7 @@ pub fn run(trials: usize) -> anyhow::Result<ClusterFigures> {
             None,
             Duration::from_secs(30),
         )?;
-        let owner_i: usize = owner.trim_start_matches("node-").parse()?;
+        let owner_i = index_of(&owner);
         cmd::wait_for(
             "the owner to answer the client",
             Duration::from_secs(30),

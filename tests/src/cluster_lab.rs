@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::cmd;
-use crate::kube_env::{KubeEnv, KubeEnvOptions};
+use crate::kube_env::{KubeEnv, KubeEnvOptions, tail};
 use crate::netns::{Lab, LabConfig, Port, node_name};
 use crate::process::LabChild;
 
@@ -252,21 +252,19 @@ impl ClusterLab {
 
     /// `kubectl -n ferrolb-system rollout status WHAT` (3 minutes at most).
     pub fn rollout_status(&self, what: &str) -> anyhow::Result<String> {
-        cmd::run_timeout(
-            &[
-                "kubectl",
-                "--kubeconfig",
-                &self.env.kubeconfig().to_string_lossy(),
-                "-n",
-                "ferrolb-system",
-                "rollout",
-                "status",
-                what,
-                "--timeout=180s",
-            ],
-            Duration::from_secs(200),
-        )
-        .with_context(|| format!("{what} did not roll out; pods:\n{}", self.pods()))
+        self.env
+            .kubectl_timeout(
+                &[
+                    "-n",
+                    "ferrolb-system",
+                    "rollout",
+                    "status",
+                    what,
+                    "--timeout=180s",
+                ],
+                Duration::from_secs(200),
+            )
+            .with_context(|| format!("{what} did not roll out; pods:\n{}", self.pods()))
     }
 
     /// `kubectl get pods -A -o wide`, for messages.
@@ -296,10 +294,10 @@ impl ClusterLab {
     /// found through each node's cgroup root.
     pub fn ferrolb_rss(&self) -> Vec<(String, usize, u64)> {
         let mut out = Vec::new();
+        let Some(memory) = cgroup_mounts().into_iter().find(|m| m.ends_with("memory")) else {
+            return out;
+        };
         for n in &self.nodes {
-            let Some(memory) = cgroup_mounts().into_iter().find(|m| m.ends_with("memory")) else {
-                continue;
-            };
             for pid in cgroup_pids(&memory.join(n.cgroup.trim_start_matches('/'))) {
                 // argv[0], not comm: comm is cut at 15 bytes ("ferrolb-control").
                 let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -764,18 +762,6 @@ fileCheckFrequency: 2s
         Ok(())
     }
 
-    /// Stops every part of node `i` and everything its containers run: a node that died.
-    /// (Its Node object stays, as it would; the node lifecycle controller marks it later.)
-    pub fn kill_node_agents(&mut self, i: usize) -> anyhow::Result<()> {
-        let node = self.node(i)?;
-        node.kubelet.take();
-        node.proxy.take();
-        let cgroup = node.cgroup.clone();
-        kill_cgroup_tree(&cgroup);
-        self.node(i)?.containerd.take();
-        Ok(())
-    }
-
     /// Stops everything and removes what it made; every error is collected.
     fn teardown(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
@@ -971,11 +957,6 @@ pub fn sweep_stale_cgroups(is_stale: impl Fn(&str) -> bool) -> Vec<String> {
         }
     }
     removed
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[cfg(test)]

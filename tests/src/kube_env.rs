@@ -161,10 +161,40 @@ impl KubeEnv {
 
     /// Runs the machine's real `kubectl` with the admin kubeconfig; returns stdout.
     pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        self.kubectl_timeout(args, Duration::from_secs(60))
+    }
+
+    /// [`KubeEnv::kubectl`] with another time limit (rollouts, deletions that wait).
+    pub fn kubectl_timeout(&self, args: &[&str], timeout: Duration) -> anyhow::Result<String> {
         let kc = self.kubeconfig().to_string_lossy().into_owned();
         let mut argv = vec!["kubectl", "--kubeconfig", &kc];
         argv.extend_from_slice(args);
-        cmd::run_timeout(&argv, Duration::from_secs(60))
+        cmd::run_timeout(&argv, timeout)
+    }
+
+    /// `kubectl ARGS -o jsonpath=PATH`.
+    pub fn jsonpath(&self, args: &[&str], path: &str) -> anyhow::Result<String> {
+        let mut a = args.to_vec();
+        let p = format!("jsonpath={path}");
+        a.extend(["-o", &p]);
+        self.kubectl(&a)
+    }
+
+    /// Polls [`KubeEnv::jsonpath`] (every 200 ms, at most `timeout`) until it reads `want`.
+    pub fn wait_jsonpath(
+        &self,
+        args: &[&str],
+        path: &str,
+        want: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        cmd::wait_for(
+            &format!("{args:?} {path} == {want:?}"),
+            timeout,
+            Duration::from_millis(200),
+            || (self.jsonpath(args, path).ok()?.trim() == want).then_some(()),
+        )
+        .with_context(|| format!("last value {:?}", self.jsonpath(args, path)))
     }
 
     /// The API server's log so far.
@@ -303,7 +333,7 @@ fn random_token() -> anyhow::Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn tail(text: &str, n: usize) -> String {
+pub(crate) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -294,7 +294,13 @@ struct Node {
     /// The local API server's last health, and whether the VIP is on the interface.
     health: Option<Health>,
     vip_held: bool,
+    /// When `/status` was last written, and what it said of role, leader, VIP and health: it is
+    /// rewritten when one of those changes, else at most every [`STATUS_EVERY`] (not every tick).
+    status_at: Option<(Instant, RaftView, bool, Option<Health>)>,
 }
+
+/// How stale the ages and countdowns on `/status` may get between changes.
+const STATUS_EVERY: Duration = Duration::from_millis(250);
 
 async fn run(args: &Args, shutdown: &mut Shutdown) -> anyhow::Result<()> {
     let plan = validate(args)?;
@@ -382,6 +388,7 @@ async fn run(args: &Args, shutdown: &mut Shutdown) -> anyhow::Result<()> {
         peers: plan.peers.clone(),
         health: None,
         vip_held: false,
+        status_at: None,
     };
     let serve = ferrolb_daemon::serve(args.metrics_bind_address, node.metrics.health.clone());
     tokio::spawn(async move {
@@ -567,8 +574,16 @@ impl Node {
         Ok(())
     }
 
-    /// Replaces the `/status` document with what this node sees now.
-    fn publish_status(&self, now: Instant, view: RaftView) {
+    /// Replaces the `/status` document with what this node sees now, when something in it changed
+    /// or [`STATUS_EVERY`] has passed.
+    fn publish_status(&mut self, now: Instant, view: RaftView) {
+        if let Some((at, v, held, health)) = self.status_at
+            && (v, held, health) == (view, self.vip_held, self.health)
+            && now.saturating_duration_since(at) < STATUS_EVERY
+        {
+            return;
+        }
+        self.status_at = Some((now, view, self.vip_held, self.health));
         let peers = self
             .peers
             .iter()

@@ -4,29 +4,21 @@
 
 use std::time::Duration;
 
+use ferrolb_lab::KubeEnv;
 use ferrolb_lab::daemons::{
     ControllerOptions, apply, installed_cluster, service_yaml, start_controller, wait_event,
     wait_ingress,
 };
-use ferrolb_lab::{KubeEnv, cmd};
 
 const T: Duration = Duration::from_secs(30);
 
 fn jsonpath(env: &KubeEnv, args: &[&str], path: &str) -> String {
-    let mut a = args.to_vec();
-    let p = format!("jsonpath={path}");
-    a.extend(["-o", &p]);
-    env.kubectl(&a).unwrap_or_default()
+    env.jsonpath(args, path).unwrap_or_default()
 }
 
 fn wait_jsonpath(env: &KubeEnv, args: &[&str], path: &str, want: &str) {
-    cmd::wait_for(
-        &format!("{args:?} {path} == {want:?}"),
-        T,
-        Duration::from_millis(200),
-        || (jsonpath(env, args, path).trim() == want).then_some(()),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}; last value {:?}", jsonpath(env, args, path)));
+    env.wait_jsonpath(args, path, want, T)
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// `status message` of the Service's `ferrolb.io/Allocated` condition.

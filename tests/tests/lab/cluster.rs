@@ -13,10 +13,7 @@ use ferrolb_lab::speakers::{answering, start_probe, wait_announcer};
 use ferrolb_lab::{LabChild, Port, cmd};
 
 fn jsonpath(c: &ClusterLab, args: &[&str], path: &str) -> String {
-    let mut argv = args.to_vec();
-    let p = format!("jsonpath={path}");
-    argv.extend(["-o", &p]);
-    c.env.kubectl(&argv).unwrap_or_default()
+    c.env.jsonpath(args, path).unwrap_or_default()
 }
 
 /// Stops a probe loop and returns its records.
@@ -282,7 +279,7 @@ fn installed_with_kubectl_apply_k_it_serves_real_pods_follows_them_fails_over_ro
         Duration::from_secs(30),
     )
     .unwrap();
-    let owner_i: usize = owner.trim_start_matches("node-").parse().unwrap();
+    let owner_i = ferrolb_lab::speakers::index_of(&owner);
     let probe = start_probe(&c.lab, target, 1500, 20, 1000).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     c.set_link(owner_i, false).unwrap();
@@ -308,19 +305,12 @@ fn installed_with_kubectl_apply_k_it_serves_real_pods_follows_them_fails_over_ro
 
     // `kubectl delete -k deploy/` removes everything and leaves no address announced.
     let deploy = ferrolb_lab::workspace_root().join("deploy");
-    cmd::run_timeout(
-        &[
-            "kubectl",
-            "--kubeconfig",
-            &c.env.kubeconfig().to_string_lossy(),
-            "delete",
-            "-k",
-            &deploy.to_string_lossy(),
-            "--timeout=150s",
-        ],
-        Duration::from_secs(180),
-    )
-    .unwrap();
+    c.env
+        .kubectl_timeout(
+            &["delete", "-k", &deploy.to_string_lossy(), "--timeout=150s"],
+            Duration::from_secs(180),
+        )
+        .unwrap();
     let crds = c.env.kubectl(&["get", "crd", "-o", "name"]).unwrap();
     assert!(!crds.contains("ferrolb.io"), "{crds}");
     cmd::wait_for(

@@ -7,25 +7,17 @@ use ferrolb_lab::daemons::{
     ControllerOptions, apply, http_get, installed_cluster, service_yaml, start_controller,
     wait_event, wait_ingress,
 };
-use ferrolb_lab::{KubeEnv, Port, cmd};
+use ferrolb_lab::{KubeEnv, Port};
 
 const T: Duration = Duration::from_secs(30);
 
 fn jsonpath(env: &KubeEnv, args: &[&str], path: &str) -> String {
-    let mut a = args.to_vec();
-    let p = format!("jsonpath={path}");
-    a.extend(["-o", &p]);
-    env.kubectl(&a).unwrap()
+    env.jsonpath(args, path).unwrap()
 }
 
 fn wait_jsonpath(env: &KubeEnv, args: &[&str], path: &str, want: &str) {
-    cmd::wait_for(
-        &format!("{args:?} {path} == {want:?}"),
-        T,
-        Duration::from_millis(200),
-        || (jsonpath(env, args, path).trim() == want).then_some(()),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}; last value {:?}", jsonpath(env, args, path)));
+    env.wait_jsonpath(args, path, want, T)
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 const POOL: &str = "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: lab\nspec:\n  addresses: [\"192.0.2.64/28\", \"2001:db8::1:0/112\"]\n";
