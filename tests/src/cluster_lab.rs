@@ -620,7 +620,10 @@ fileCheckFrequency: 2s
         let d = |p: &str| dir.join(p).to_string_lossy().into_owned();
         let kubelet = bins.join("kubelet").to_string_lossy().into_owned();
         let ip = port.v4().to_string();
-        let child = self.lab.spawn_network_only(
+        // The kubelet's device-plugin socket has one fixed path per machine (below); kubelets
+        // starting side by side (several nodes, several labs) race on it. One start at a time.
+        let start_lock = KubeletStartLock::take()?;
+        let mut child = self.lab.spawn_network_only(
             port,
             &format!("kubelet-{i}"),
             &[
@@ -634,6 +637,7 @@ fileCheckFrequency: 2s
                 "--v=1",
             ],
         )?;
+        start_lock.wait_listening(&mut child)?;
         self.node(i)?.kubelet = Some(child);
         let proxy = bins.join("kube-proxy").to_string_lossy().into_owned();
         let child = self.lab.spawn_network_only(
@@ -786,6 +790,65 @@ fileCheckFrequency: 2s
         self.control.clear();
         remove_host_leftovers(self.lab.dir());
         errors
+    }
+}
+
+/// The kubelet's device-plugin registration socket. Its path is a constant of the kubelet
+/// (`pluginapi.KubeletSocket`), not below `--root-dir`: every kubelet on a machine binds it. A
+/// starting kubelet removes the sockets in that directory and then listens, so two starting at
+/// once can both remove, and the second to listen fails with "address already in use" and exits
+/// (seen in CI with the two cluster stories side by side). Once a kubelet listens, a later one
+/// removing the file only makes the earlier one unreachable by path, which nothing in the lab
+/// uses (no device plugins); the earlier one keeps serving and stays healthy.
+const DEVICE_PLUGIN_SOCKET: &str = "/var/lib/kubelet/device-plugins/kubelet.sock";
+
+/// One kubelet start at a time on this machine (flock, so across test processes too), held until
+/// the new kubelet listens on [`DEVICE_PLUGIN_SOCKET`].
+struct KubeletStartLock {
+    _flock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl KubeletStartLock {
+    fn take() -> anyhow::Result<KubeletStartLock> {
+        let dir = crate::netns::runs_dir();
+        std::fs::create_dir_all(&dir)?;
+        let file = std::fs::File::create(dir.join("kubelet-start.lock"))?;
+        let flock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .context("locking the kubelet start")?;
+        // A socket left by an earlier kubelet would look like the new one listening.
+        match std::fs::remove_file(DEVICE_PLUGIN_SOCKET) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context(format!("removing {DEVICE_PLUGIN_SOCKET}")),
+        }
+        Ok(KubeletStartLock { _flock: flock })
+    }
+
+    /// Waits (bounded) until `kubelet` listens on the device-plugin socket; fails with its log
+    /// if it exits first.
+    fn wait_listening(self, kubelet: &mut LabChild) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if Path::new(DEVICE_PLUGIN_SOCKET).exists() {
+                return Ok(());
+            }
+            if let Some(status) = kubelet.try_wait()? {
+                bail!(
+                    "{} exited ({status}) while starting; its log:\n{}",
+                    kubelet.name(),
+                    tail(&kubelet.log_text(), 40)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not listen on {DEVICE_PLUGIN_SOCKET} within 60 s; its log:\n{}",
+                    kubelet.name(),
+                    tail(&kubelet.log_text(), 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
