@@ -39,6 +39,8 @@ type options struct {
 	token       string
 	serviceCIDR string
 	verbosity   int
+	advertise   string
+	etcdServers string
 }
 
 func main() {
@@ -51,7 +53,7 @@ func main() {
 	}
 	var o options
 	flag.StringVar(&o.dataDir, "data-dir", "", "directory for etcd data, certificates and keys (required)")
-	flag.StringVar(&o.bind, "bind", "127.0.0.1", "address the kube-apiserver listens and advertises on")
+	flag.StringVar(&o.bind, "bind", "127.0.0.1", "address the kube-apiserver listens on (and advertises, unless --advertise)")
 	flag.IntVar(&o.port, "port", 6443, "secure port of the kube-apiserver")
 	flag.IntVar(&o.etcdPort, "etcd-port", 2379, "etcd client port on 127.0.0.1 (peer port is this + 1)")
 	flag.StringVar(&o.sans, "san", "", "extra comma-separated IP addresses or DNS names for the serving certificate")
@@ -59,6 +61,10 @@ func main() {
 	flag.StringVar(&o.serviceCIDR, "service-cidr", "192.0.2.128/25,2001:db8:ffff::/108",
 		"service cluster IP ranges (documentation ranges only: nothing routes to them in the lab)")
 	flag.IntVar(&o.verbosity, "v", 0, "kube-apiserver log verbosity")
+	flag.StringVar(&o.advertise, "advertise", "", "address advertised to the cluster (default: --bind)")
+	flag.StringVar(&o.etcdServers, "etcd-servers", "",
+		"use this etcd (another kube-env's, which also listens on its --bind) instead of starting one; "+
+			"--data-dir/pki must then hold that kube-env's ca.crt, ca.key, sa.key and sa.pub")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "kube-env: %v\n", err)
@@ -84,25 +90,40 @@ func run(o options) error {
 			return fmt.Errorf("generating certificates: %w", err)
 		}
 	}
+	// One more API server of the same cluster (--etcd-servers): the CA and the service-account
+	// keys were copied in, the serving certificate is its own.
+	if _, err := os.Stat(filepath.Join(pki, "serving.crt")); err != nil {
+		if err := writeServing(pki, o); err != nil {
+			return fmt.Errorf("generating the serving certificate: %w", err)
+		}
+	}
 	tokens := filepath.Join(pki, "tokens.csv")
 	line := fmt.Sprintf("%s,admin,admin-uid,\"system:masters\"\n", o.token)
 	if err := os.WriteFile(tokens, []byte(line), 0o600); err != nil {
 		return err
 	}
 
-	etcd, err := startEtcd(filepath.Join(o.dataDir, "etcd"), o.etcdPort)
-	if err != nil {
-		return fmt.Errorf("starting etcd: %w", err)
+	etcdServers := o.etcdServers
+	if etcdServers == "" {
+		etcd, err := startEtcd(filepath.Join(o.dataDir, "etcd"), o.bind, o.etcdPort)
+		if err != nil {
+			return fmt.Errorf("starting etcd: %w", err)
+		}
+		defer etcd.Close()
+		etcdServers = fmt.Sprintf("http://127.0.0.1:%d", o.etcdPort)
 	}
-	defer etcd.Close()
+	advertise := o.advertise
+	if advertise == "" {
+		advertise = o.bind
+	}
 
 	issuer := "https://kubernetes.default.svc.cluster.local"
 	cmd := app.NewAPIServerCommand()
 	cmd.SetArgs([]string{
-		fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", o.etcdPort),
+		"--etcd-servers=" + etcdServers,
 		"--bind-address=" + o.bind,
 		fmt.Sprintf("--secure-port=%d", o.port),
-		"--advertise-address=" + o.bind,
+		"--advertise-address=" + advertise,
 		"--cert-dir=" + pki,
 		"--tls-cert-file=" + filepath.Join(pki, "serving.crt"),
 		"--tls-private-key-file=" + filepath.Join(pki, "serving.key"),
@@ -122,7 +143,9 @@ func run(o options) error {
 	return cmd.Execute()
 }
 
-func startEtcd(dir string, port int) (*embed.Etcd, error) {
+// startEtcd runs etcd in this process, its clients served on 127.0.0.1 and, for the lab's other
+// API servers (--etcd-servers), on bind (a lab namespace's address: nothing outside the lab).
+func startEtcd(dir string, bind string, port int) (*embed.Etcd, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = dir
 	cfg.Name = "kube-env"
@@ -130,6 +153,10 @@ func startEtcd(dir string, port int) (*embed.Etcd, error) {
 	client, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", port))
 	peer, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", port+1))
 	cfg.ListenClientUrls = []url.URL{*client}
+	if ip := net.ParseIP(bind); ip != nil && !ip.IsLoopback() && !ip.IsUnspecified() {
+		outer, _ := url.Parse(fmt.Sprintf("http://%s", net.JoinHostPort(bind, fmt.Sprint(port))))
+		cfg.ListenClientUrls = append(cfg.ListenClientUrls, *outer)
+	}
 	cfg.AdvertiseClientUrls = []url.URL{*client}
 	cfg.ListenPeerUrls = []url.URL{*peer}
 	cfg.AdvertisePeerUrls = []url.URL{*peer}
@@ -184,12 +211,61 @@ func writePKI(dir string, o options) error {
 		return err
 	}
 
+	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	saPub, err := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
+	if err != nil {
+		return err
+	}
+	caKeyDER, err := x509.MarshalECPrivateKey(caKey)
+	if err != nil {
+		return err
+	}
+	files := []pemFile{
+		{"ca.crt", "CERTIFICATE", caDER},
+		{"ca.key", "EC PRIVATE KEY", caKeyDER},
+		{"sa.key", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(saKey)},
+		{"sa.pub", "PUBLIC KEY", saPub},
+	}
+	if err := writePEMs(dir, files); err != nil {
+		return err
+	}
+	return writeServingWith(dir, o, ca, caKey)
+}
+
+func writePEMs(dir string, files []pemFile) error {
+	for _, f := range files {
+		b := pem.EncodeToMemory(&pem.Block{Type: f.kind, Bytes: f.der})
+		if err := os.WriteFile(filepath.Join(dir, f.name), b, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeServing signs a serving certificate with the CA already in dir.
+func writeServing(dir string, o options) error {
+	ca, caKey, err := loadCA(dir)
+	if err != nil {
+		return err
+	}
+	return writeServingWith(dir, o, ca, caKey)
+}
+
+func writeServingWith(dir string, o options, ca *x509.Certificate, caKey *ecdsa.PrivateKey) error {
+	now := time.Now()
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return err
+	}
 	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
 	}
 	srvTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
+		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: "kube-apiserver"},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(7 * 24 * time.Hour),
@@ -199,7 +275,7 @@ func writePKI(dir string, o options) error {
 			"kubernetes.default.svc.cluster.local"},
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
 	}
-	for _, s := range append([]string{o.bind}, strings.Split(o.sans, ",")...) {
+	for _, s := range append([]string{o.bind, o.advertise}, strings.Split(o.sans, ",")...) {
 		s = strings.TrimSpace(s)
 		if s == "" {
 			continue
@@ -214,39 +290,40 @@ func writePKI(dir string, o options) error {
 	if err != nil {
 		return err
 	}
-
-	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return err
-	}
-	saPub, err := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
-	if err != nil {
-		return err
-	}
-
-	caKeyDER, err := x509.MarshalECPrivateKey(caKey)
-	if err != nil {
-		return err
-	}
 	srvKeyDER, err := x509.MarshalECPrivateKey(srvKey)
 	if err != nil {
 		return err
 	}
-	files := []pemFile{
-		{"ca.crt", "CERTIFICATE", caDER},
-		{"ca.key", "EC PRIVATE KEY", caKeyDER},
+	return writePEMs(dir, []pemFile{
 		{"serving.crt", "CERTIFICATE", srvDER},
 		{"serving.key", "EC PRIVATE KEY", srvKeyDER},
-		{"sa.key", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(saKey)},
-		{"sa.pub", "PUBLIC KEY", saPub},
+	})
+}
+
+// loadCA reads ca.crt and ca.key (written by a kube-env start) from dir.
+func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		return nil, nil, err
 	}
-	for _, f := range files {
-		b := pem.EncodeToMemory(&pem.Block{Type: f.kind, Bytes: f.der})
-		if err := os.WriteFile(filepath.Join(dir, f.name), b, 0o600); err != nil {
-			return err
-		}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, "ca.key"))
+	if err != nil {
+		return nil, nil, err
 	}
-	return nil
+	caBlock, _ := pem.Decode(caPEM)
+	keyBlock, _ := pem.Decode(keyPEM)
+	if caBlock == nil || keyBlock == nil {
+		return nil, nil, fmt.Errorf("%s holds no PEM CA certificate and key", dir)
+	}
+	ca, err := x509.ParseCertificate(caBlock.Bytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	caKey, err := x509.ParseECPrivateKey(keyBlock.Bytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ca, caKey, nil
 }
 
 // certCommand signs a client certificate with the CA in --pki (written by a kube-env start):
@@ -264,24 +341,7 @@ func certCommand(args []string) error {
 	if *pki == "" || *cn == "" || *out == "" {
 		return fmt.Errorf("--pki, --cn and --out are required")
 	}
-	caPEM, err := os.ReadFile(filepath.Join(*pki, "ca.crt"))
-	if err != nil {
-		return err
-	}
-	keyPEM, err := os.ReadFile(filepath.Join(*pki, "ca.key"))
-	if err != nil {
-		return err
-	}
-	caBlock, _ := pem.Decode(caPEM)
-	keyBlock, _ := pem.Decode(keyPEM)
-	if caBlock == nil || keyBlock == nil {
-		return fmt.Errorf("%s holds no PEM CA certificate and key", *pki)
-	}
-	ca, err := x509.ParseCertificate(caBlock.Bytes)
-	if err != nil {
-		return err
-	}
-	caKey, err := x509.ParseECPrivateKey(keyBlock.Bytes)
+	ca, caKey, err := loadCA(*pki)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,7 @@
 //! into `target/kube-env/kube-env`, again whenever its Go sources are newer than the binary.
 
 use std::fs::File;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -264,6 +264,97 @@ impl KubeEnv {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// Starts one more kube-apiserver of this cluster in `port`'s namespace, as on a control-plane
+    /// node of an HA cluster: the same etcd (this one's, reached over the segment), CA,
+    /// service-account keys and admin token; its own serving certificate for the node's address,
+    /// 127.0.0.1 and `sans` (the control-plane VIP). It listens on `API_PORT` of every address of
+    /// the namespace, so a VIP added there reaches it. Waits until its `/readyz` says ok.
+    pub fn start_member(&self, lab: &Lab, port: Port, sans: &[String]) -> anyhow::Result<LabChild> {
+        let Port::Node(i) = port else {
+            bail!("API server members run on nodes, not in {port:?}");
+        };
+        let dir = self.dir.join(format!("member-{i}"));
+        let pki = dir.join("pki");
+        std::fs::create_dir_all(&pki)?;
+        for f in ["ca.crt", "ca.key", "sa.key", "sa.pub"] {
+            std::fs::copy(self.dir.join("pki").join(f), pki.join(f))
+                .with_context(|| format!("copying {f} for API server member {i}"))?;
+        }
+        let bin = self.argv[0].clone();
+        let data = dir.to_string_lossy().into_owned();
+        let advertise = port.v4().to_string();
+        let port_s = API_PORT.to_string();
+        let san = sans.join(",");
+        let etcd = format!("http://{API_V4}:2379");
+        let mut argv: Vec<String> = [
+            bin.as_str(),
+            "--data-dir",
+            &data,
+            "--bind",
+            "0.0.0.0",
+            "--advertise",
+            &advertise,
+            "--port",
+            &port_s,
+            "--san",
+            &san,
+            "--token",
+            &self.token,
+            "--etcd-servers",
+            &etcd,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every API server of a cluster serves the same service range.
+        if let Some(at) = self.argv.iter().position(|a| a == "--service-cidr") {
+            argv.extend(self.argv[at..at + 2].iter().cloned());
+        }
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let mut child = lab.spawn(port, &format!("kube-apiserver-{i}"), &refs)?;
+        let ca = self.ca_path().to_string_lossy().into_owned();
+        let start = Instant::now();
+        loop {
+            let out = lab.exec(
+                port,
+                &[
+                    "curl",
+                    "-sf",
+                    "--max-time",
+                    "5",
+                    "--cacert",
+                    &ca,
+                    &format!("https://127.0.0.1:{API_PORT}/readyz"),
+                ],
+            );
+            if out.is_ok_and(|o| o.trim() == "ok") {
+                return Ok(child);
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "kube-apiserver member {i} exited ({status}) before it was ready; its log:\n{}",
+                    tail(&child.log_text(), 60)
+                );
+            }
+            if start.elapsed() > READY_TIMEOUT {
+                bail!(
+                    "kube-apiserver member {i} not ready after {READY_TIMEOUT:?}; its log:\n{}",
+                    tail(&child.log_text(), 60)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Writes an admin kubeconfig for processes inside the lab whose server is `host:6443` (a
+    /// control-plane VIP); returns its path.
+    pub fn kubeconfig_for(&self, host: IpAddr) -> anyhow::Result<PathBuf> {
+        let path = self.dir.join(format!("admin-{host}.kubeconfig"));
+        let server = format!("https://{}", SocketAddr::new(host, API_PORT));
+        self.write_kubeconfig(&path, &server)?;
+        Ok(path)
     }
 
     fn write_kubeconfig(&self, path: &Path, server: &str) -> anyhow::Result<()> {

@@ -1,12 +1,15 @@
 //! The control-plane VIP in the lab: `ferrolb-speaker control-plane` in every node namespace, a
 //! Raft group over the segment, each node's health URL pointing at "its" API server.
 //!
-//! Gap (issue 10): the nodes do not run a kube-apiserver each yet. The lab's one real
-//! kube-apiserver (with its etcd, in the `api` namespace) is reached by every node through a relay
-//! on the node's own 127.0.0.1:6443 (`ferrolb-lab forward`), so the speaker checks a real
-//! `/readyz` over TLS with the real cluster CA; killing a node's relay is that node's API server
-//! failing. The client measures with the lab's probe loop (TCP to VIP:80, answered by the
-//! holder's backend) and sees who answers ARP with `arping`.
+//! In the three-node story every node runs a real kube-apiserver of one cluster (the lab's
+//! `kube-env` started again with the lab's etcd, CA and keys, its serving certificate naming the
+//! VIP: [`KubeEnv::start_member`]), listening on 6443 of every address of the node, so the client's
+//! real `kubectl` reaches the cluster through `VIP:6443`; killing, freezing or restarting that
+//! process is the node's API server failing. The smaller stories save the CPU of two more API
+//! servers: each node reaches the lab's one API server through a relay on its own
+//! 127.0.0.1:6443 (`ferrolb-lab forward`), still a real `/readyz` over TLS with the cluster CA.
+//! The client measures with the lab's probe loop (TCP to VIP:80, answered by the holder's
+//! backend) and sees who answers ARP with `arping`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -40,15 +43,17 @@ struct Group {
     nodes: usize,
     key: PathBuf,
     speakers: Vec<Option<LabChild>>,
-    relays: Vec<Option<LabChild>>,
+    /// Each node's API server: a real kube-apiserver (`real_api_servers`) or a relay to the lab's.
+    apis: Vec<Option<LabChild>>,
+    real_api_servers: bool,
 }
 
 impl Group {
     fn start(nodes: usize) -> Group {
-        Group::start_with(nodes, vip())
+        Group::start_with(nodes, vip(), false)
     }
 
-    fn start_with(nodes: usize, vip: IpAddr) -> Group {
+    fn start_with(nodes: usize, vip: IpAddr, real_api_servers: bool) -> Group {
         let lab = Lab::new(LabConfig {
             nodes,
             backends: true,
@@ -64,11 +69,12 @@ impl Group {
             nodes,
             key,
             speakers: Vec::new(),
-            relays: Vec::new(),
+            apis: Vec::new(),
+            real_api_servers,
         };
         for i in 1..=nodes {
-            let r = g.start_relay(i);
-            g.relays.push(Some(r));
+            let r = g.start_api(i);
+            g.apis.push(Some(r));
         }
         for i in 1..=nodes {
             let s = g.start_speaker(i);
@@ -77,7 +83,15 @@ impl Group {
         g
     }
 
-    fn start_relay(&self, i: usize) -> LabChild {
+    /// Starts node `i`'s API server and waits until it listens (a member: until it is ready).
+    fn start_api(&self, i: usize) -> LabChild {
+        if self.real_api_servers {
+            let sans = vec![self.vip.to_string()];
+            return self
+                .env
+                .start_member(&self.lab, Port::Node(i), &sans)
+                .unwrap();
+        }
         let bin = ferrolb_lab::lab_binary().to_string_lossy().into_owned();
         let to = SocketAddr::new(API_V4.into(), ferrolb_lab::kube_env::API_PORT).to_string();
         let child = self
@@ -208,8 +222,43 @@ impl Group {
 
 #[test]
 fn three_nodes_one_holder_and_failover_on_link_loss_and_on_api_server_failure() {
-    let mut g = Group::start(3);
+    let mut g = Group::start_with(3, vip(), true);
     let holder = g.wait_holder(None);
+
+    // The client's real kubectl reaches the cluster through the VIP (the serving certificate of
+    // every API server names it, the CA checks it), and the `kubernetes` Endpoints list the lab's
+    // API server and the three members: one cluster.
+    let vip_kc = g.env.kubeconfig_for(vip()).unwrap();
+    let vip_kc = vip_kc.to_string_lossy().into_owned();
+    let kubectl = |args: &[&str]| {
+        let mut argv = vec!["kubectl", "--kubeconfig", &vip_kc, "--request-timeout=10s"];
+        argv.extend_from_slice(args);
+        g.lab.exec(Port::Client, &argv)
+    };
+    assert_eq!(kubectl(&["get", "--raw", "/readyz"]).unwrap().trim(), "ok");
+    let mut want: Vec<String> = std::iter::once(API_V4.to_string())
+        .chain((1..=3).map(|i| Port::Node(i).v4().to_string()))
+        .collect();
+    want.sort();
+    cmd::wait_for(
+        "the kubernetes Endpoints list four API servers",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            let out = kubectl(&[
+                "get",
+                "endpoints",
+                "kubernetes",
+                "-o",
+                "jsonpath={.subsets[*].addresses[*].ip}",
+            ])
+            .ok()?;
+            let mut got: Vec<String> = out.split_whitespace().map(String::from).collect();
+            got.sort();
+            (got == want).then_some(())
+        },
+    )
+    .unwrap();
 
     // Exactly one MAC answers for the VIP, and it is the holder's; TCP reaches its backend.
     assert_eq!(
@@ -294,10 +343,10 @@ fn three_nodes_one_holder_and_failover_on_link_loss_and_on_api_server_failure() 
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(g.holders(), vec![successor], "{}", g.logs());
 
-    // The leader's API server fails (its relay is gone: connection refused): leadership moves to
+    // The leader's API server fails (the process is killed: connection refused): leadership moves to
     // a healthy node, which takes the VIP.
     let leader = successor;
-    let relay = g.relays[leader - 1].take();
+    let relay = g.apis[leader - 1].take();
     let (outage, next) = g.measure(120, move || drop(relay));
     println!("control-plane VIP, leader's API server down: outage {outage:?} ms");
     assert_ne!(next, leader);
@@ -311,8 +360,8 @@ fn three_nodes_one_holder_and_failover_on_link_loss_and_on_api_server_failure() 
     );
 
     // SIGTERM on the holder: it removes the VIP and hands leadership over.
-    let r = g.start_relay(leader);
-    g.relays[leader - 1] = Some(r);
+    let r = g.start_api(leader);
+    g.apis[leader - 1] = Some(r);
     let mut s = g.speakers[next - 1].take().unwrap();
     let (outage, after) = g.measure(120, || {
         s.terminate(Duration::from_secs(10)).unwrap();
@@ -327,16 +376,16 @@ fn three_nodes_one_holder_and_failover_on_link_loss_and_on_api_server_failure() 
     assert_eq!(g.wait_holder(Some(next)), after);
     g.speakers[next - 1] = Some(g.start_speaker(next));
 
-    // The holder's API server hangs (its relay is SIGSTOPped: connections are accepted by the
+    // The holder's API server hangs (SIGSTOP: connections are accepted by the
     // kernel, nothing answers): the health check times out and leadership moves.
     let hung = after;
     let (outage, next) = g.measure(120, || {
-        g.relays[hung - 1].as_ref().unwrap().freeze().unwrap();
+        g.apis[hung - 1].as_ref().unwrap().freeze().unwrap();
     });
     println!("control-plane VIP, leader's API server hung (SIGSTOP): outage {outage:?} ms");
     assert_ne!(next, hung);
     assert_eq!(g.wait_holder(Some(hung)), next);
-    g.relays[hung - 1].as_ref().unwrap().thaw().unwrap();
+    g.apis[hung - 1].as_ref().unwrap().thaw().unwrap();
 
     // The holder is cut off from the other nodes (the client still reaches everyone): it drops
     // the VIP when its quorum lapses, the majority elects a leader that takes it only after that
@@ -384,6 +433,8 @@ fn three_nodes_one_holder_and_failover_on_link_loss_and_on_api_server_failure() 
     g.lab.heal().unwrap();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(g.holders(), vec![successor], "{}", g.logs());
+    // After every failover, the client's kubectl still reaches the cluster through the VIP.
+    assert_eq!(kubectl(&["get", "--raw", "/readyz"]).unwrap().trim(), "ok");
 }
 
 #[test]
@@ -392,14 +443,14 @@ fn a_one_node_group_holds_the_vip_while_its_api_server_is_healthy() {
     assert_eq!(g.wait_holder(None), 1);
     assert_eq!(answering(&g.lab, vip()).unwrap(), vec![1], "{}", g.logs());
     // Its API server fails: nobody to hand over to, the VIP goes nowhere.
-    g.relays[0].take();
+    g.apis[0].take();
     cmd::wait_for("VIP removed", WAIT, Duration::from_millis(50), || {
         g.holders().is_empty().then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", g.logs()));
     // It comes back: the VIP too.
-    let r = g.start_relay(1);
-    g.relays[0] = Some(r);
+    let r = g.start_api(1);
+    g.apis[0] = Some(r);
     assert_eq!(g.wait_holder(None), 1);
     // A restart keeps term and vote (data directory) and takes the VIP again.
     let mut s = g.speakers[0].take().unwrap();
@@ -411,7 +462,7 @@ fn a_one_node_group_holds_the_vip_while_its_api_server_is_healthy() {
 
 #[test]
 fn an_ipv6_vip_is_held_answered_by_ndp_and_reached() {
-    let mut g = Group::start_with(2, "2001:db8::60".parse().unwrap());
+    let mut g = Group::start_with(2, "2001:db8::60".parse().unwrap(), false);
     let holder = g.wait_holder(None);
     // Two nodes: the speakers warn that the group cannot survive a failure.
     let log = g.speakers[0].as_ref().unwrap().log_text();
@@ -426,7 +477,7 @@ fn an_ipv6_vip_is_held_answered_by_ndp_and_reached() {
     assert_eq!(rec.node, Some(format!("node-{holder}")), "{rec:?}");
     // The holder's API server fails: leadership and the VIP move to the other node (both nodes
     // stay up: a group of two needs both for a quorum).
-    g.relays[holder - 1].take();
+    g.apis[holder - 1].take();
     let other = g.wait_holder(Some(holder));
     assert_eq!(
         answering(&g.lab, g.vip).unwrap(),
