@@ -146,8 +146,11 @@ for d in "${daemons[@]}"; do
   ref="$registry/$d:$version"
   # What the lab does on each node (there with -n k8s.io, the kubelet's namespace).
   ctr -a "$sock" -n k8s.io images import --base-name "$registry/$d" --digests "$out/$d.oci.tar" >/dev/null
-  ctr -a "$sock" -n k8s.io images ls -q | grep -qx "$ref" ||
-    die "importing $out/$d.oci.tar did not give the image $ref (got: $(ctr -a "$sock" -n k8s.io images ls -q | tr '\n' ' '))"
+  # The list first, then grep: `ctr … | grep -q` under pipefail fails when grep exits at the
+  # first match and ctr, still writing the digest line, dies of SIGPIPE.
+  listed=$(ctr -a "$sock" -n k8s.io images ls -q)
+  grep -qx "$ref" <<<"$listed" ||
+    die "importing $out/$d.oci.tar did not give the image $ref (got: $(tr '\n' ' ' <<<"$listed"))"
   help=$(ctr -a "$sock" -n k8s.io run --rm "$ref" "images-check-$d" "/$d" --help 2>&1) ||
     die "running $ref failed: $help"
   grep -q "^Usage: $d" <<<"$help" || die "$ref --help printed no usage: $help"

@@ -26,7 +26,9 @@ fi
 for tool in go cargo rustc; do
   command -v "$tool" >/dev/null || { echo "error: $tool is not installed (Go and Rust are required)" >&2; exit 1; }
 done
-rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+# The list first, then grep (under pipefail, `rustup … | grep -q` can fail on SIGPIPE).
+components=$(rustup component list --installed 2>/dev/null || true)
+grep -q '^clippy' <<<"$components" || rustup component add clippy rustfmt
 
 # The real kube-apiserver and etcd, built from the official Go modules (cached in target/).
 echo "==> building tests/kube-env (kube-apiserver + etcd from Go modules; minutes the first time)"
