@@ -424,7 +424,8 @@ fn random_token() -> anyhow::Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-pub(crate) fn tail(text: &str, n: usize) -> String {
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

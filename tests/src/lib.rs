@@ -15,9 +15,11 @@
 
 pub mod bench;
 pub mod bench_cluster;
+pub mod bench_control_plane;
 pub mod bench_speaker;
 pub mod cluster_lab;
 pub mod cmd;
+pub mod control_plane_lab;
 pub mod daemons;
 pub mod forward;
 pub mod kube_env;

@@ -83,6 +83,16 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         trials: usize,
     },
+    /// Benchmark the control-plane VIP: TRIALS of each fault (leader node death, its API server
+    /// killed, its API server hung) on three nodes each running a real kube-apiserver; prints the
+    /// client's outage and the ARP overlap percentiles, and each speaker's RSS and idle CPU.
+    BenchControlPlane {
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        /// Seconds of idle before the trials, over which CPU is measured.
+        #[arg(long, default_value_t = 60)]
+        idle_seconds: u64,
+    },
     /// Benchmark an idle speaker announcing ADDRESSES addresses: resident memory and CPU.
     BenchSpeakerIdle {
         #[arg(long, default_value_t = 1000)]
@@ -124,6 +134,34 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up { nodes, no_api } => up(nodes, !no_api),
         Command::Demo { nodes } => demo(nodes),
+        Command::BenchControlPlane {
+            trials,
+            idle_seconds,
+        } => {
+            use ferrolb_lab::bench_control_plane::{FaultFigures, run};
+            let f = run(trials, idle_seconds)?;
+            for s in &f.speakers {
+                println!(
+                    "control-plane speaker on node-{}: RSS {:.1} MiB, idle CPU {:.1} millicores over {idle_seconds} s",
+                    s.node,
+                    s.rss_kib as f64 / 1024.0,
+                    s.idle_millicores
+                );
+            }
+            for x in &f.faults {
+                let p = |v: &[u128], q| FaultFigures::percentile(v, q);
+                println!(
+                    "{}, {} trials: outage p50 {} ms, p99 {} ms, max {} ms; overlap max {} ms",
+                    x.fault.describe(),
+                    x.outages.len(),
+                    p(&x.outages, 50.0),
+                    p(&x.outages, 99.0),
+                    x.outages.last().copied().unwrap_or(0),
+                    x.overlaps.last().copied().unwrap_or(0)
+                );
+            }
+            Ok(())
+        }
         Command::BenchClusterFailover { trials } => {
             let f = ferrolb_lab::bench_cluster::run(trials)?;
             let o = &f.outages;

@@ -1,229 +1,26 @@
 //! The control-plane VIP in the lab: `ferrolb-speaker control-plane` in every node namespace, a
-//! Raft group over the segment, each node's health URL pointing at "its" API server.
-//!
-//! In the three-node story every node runs a real kube-apiserver of one cluster (the lab's
-//! `kube-env` started again with the lab's etcd, CA and keys, its serving certificate naming the
-//! VIP: [`KubeEnv::start_member`]), listening on 6443 of every address of the node, so the client's
-//! real `kubectl` reaches the cluster through `VIP:6443`; killing, freezing or restarting that
-//! process is the node's API server failing. The smaller stories save the CPU of two more API
-//! servers: each node reaches the lab's one API server through a relay on its own
-//! 127.0.0.1:6443 (`ferrolb-lab forward`), still a real `/readyz` over TLS with the cluster CA.
-//! The client measures with the lab's probe loop (TCP to VIP:80, answered by the holder's
-//! backend) and sees who answers ARP with `arping`.
+//! Raft group over the segment (the harness is `ferrolb_lab::control_plane_lab`). The three-node
+//! story runs a real kube-apiserver on every node and reaches the cluster through `VIP:6443` with
+//! the real `kubectl`; the smaller ones relay each node's 127.0.0.1:6443 to the lab's API server.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrolb_lab::cmd;
+use ferrolb_lab::control_plane_lab::{Group, VIP, WAIT};
 use ferrolb_lab::daemons::binary;
-use ferrolb_lab::netns::{API_V4, BACKEND_PORT, Lab, LabConfig, Port};
+use ferrolb_lab::netns::{API_V4, BACKEND_PORT, Port};
 use ferrolb_lab::observe::{Capture, tcp_get};
-use ferrolb_lab::probe::{longest_outage_ms, parse_records};
-use ferrolb_lab::speakers::{answering, index_of, start_probe};
-use ferrolb_lab::{KubeEnv, LabChild};
-
-/// The control-plane VIP: on-link, outside the service VIP range the nodes treat as local.
-const VIP: &str = "192.0.2.60";
-const PEER_PORT: u16 = 7480;
-const WAIT: Duration = Duration::from_secs(30);
+use ferrolb_lab::speakers::answering;
 
 fn vip() -> IpAddr {
     VIP.parse().unwrap()
 }
 
-fn host_prefix(ip: IpAddr) -> u8 {
-    if ip.is_ipv4() { 32 } else { 128 }
-}
-
-struct Group {
-    vip: IpAddr,
-    lab: Lab,
-    env: KubeEnv,
-    nodes: usize,
-    key: PathBuf,
-    speakers: Vec<Option<LabChild>>,
-    /// Each node's API server: a real kube-apiserver (`real_api_servers`) or a relay to the lab's.
-    apis: Vec<Option<LabChild>>,
-    real_api_servers: bool,
-}
-
-impl Group {
-    fn start(nodes: usize) -> Group {
-        Group::start_with(nodes, vip(), false)
-    }
-
-    fn start_with(nodes: usize, vip: IpAddr, real_api_servers: bool) -> Group {
-        let lab = Lab::new(LabConfig {
-            nodes,
-            backends: true,
-        })
-        .unwrap();
-        let env = KubeEnv::start(&lab).unwrap();
-        let key = lab.dir().join("control-plane.key");
-        std::fs::write(&key, "5a".repeat(32)).unwrap();
-        let mut g = Group {
-            vip,
-            lab,
-            env,
-            nodes,
-            key,
-            speakers: Vec::new(),
-            apis: Vec::new(),
-            real_api_servers,
-        };
-        for i in 1..=nodes {
-            let r = g.start_api(i);
-            g.apis.push(Some(r));
-        }
-        for i in 1..=nodes {
-            let s = g.start_speaker(i);
-            g.speakers.push(Some(s));
-        }
-        g
-    }
-
-    /// Starts node `i`'s API server and waits until it listens (a member: until it is ready).
-    fn start_api(&self, i: usize) -> LabChild {
-        if self.real_api_servers {
-            let sans = vec![self.vip.to_string()];
-            return self
-                .env
-                .start_member(&self.lab, Port::Node(i), &sans)
-                .unwrap();
-        }
-        let bin = ferrolb_lab::lab_binary().to_string_lossy().into_owned();
-        let to = SocketAddr::new(API_V4.into(), ferrolb_lab::kube_env::API_PORT).to_string();
-        let child = self
-            .lab
-            .spawn(
-                Port::Node(i),
-                &format!("apiserver-relay-{i}"),
-                &[&bin, "forward", "--listen", "127.0.0.1:6443", "--to", &to],
-            )
-            .unwrap();
-        let ns = self.lab.netns(Port::Node(i));
-        cmd::wait_for(
-            "relay listening",
-            Duration::from_secs(10),
-            Duration::from_millis(20),
-            || {
-                let out = cmd::run(&["ip", "netns", "exec", &ns, "ss", "-Htln"]).ok()?;
-                out.contains("127.0.0.1:6443").then_some(())
-            },
-        )
-        .unwrap();
-        child
-    }
-
-    fn start_speaker(&self, i: usize) -> LabChild {
-        let bin = binary("ferrolb-speaker")
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let peers: Vec<String> = (1..=self.nodes)
-            .map(|n| format!("{n}={}:{PEER_PORT}", Port::Node(n).v4()))
-            .collect();
-        let peers = peers.join(",");
-        let data = self.lab.dir().join(format!("cp-data-{i}"));
-        let data = data.to_string_lossy().into_owned();
-        let ca = self.env.ca_path().to_string_lossy().into_owned();
-        let key = self.key.to_string_lossy().into_owned();
-        let id = i.to_string();
-        let vip = self.vip.to_string();
-        self.lab
-            .spawn(
-                Port::Node(i),
-                &format!("cp-speaker-{i}"),
-                &[
-                    &bin,
-                    "control-plane",
-                    "--vip",
-                    &vip,
-                    "--interface",
-                    "eth0",
-                    "--id",
-                    &id,
-                    "--peers",
-                    &peers,
-                    "--health-url",
-                    "https://127.0.0.1:6443/readyz",
-                    "--health-ca",
-                    &ca,
-                    "--data-dir",
-                    &data,
-                    "--key-file",
-                    &key,
-                    "--log-level",
-                    "info,ferrolb_speaker=debug",
-                ],
-            )
-            .unwrap()
-    }
-
-    /// Nodes with the VIP on their `eth0`.
-    fn holders(&self) -> Vec<usize> {
-        (1..=self.nodes)
-            .filter(|i| {
-                self.lab
-                    .exec(Port::Node(*i), &["ip", "-o", "addr", "show", "dev", "eth0"])
-                    .is_ok_and(|out| {
-                        out.contains(&format!(" {}/{} ", self.vip, host_prefix(self.vip)))
-                    })
-            })
-            .collect()
-    }
-
-    /// Waits until exactly one node, not `not`, holds the VIP.
-    fn wait_holder(&self, not: Option<usize>) -> usize {
-        cmd::wait_for(
-            "one VIP holder",
-            WAIT,
-            Duration::from_millis(50),
-            || match self.holders().as_slice() {
-                [one] if Some(*one) != not => Some(*one),
-                _ => None,
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e}\nholders {:?}\n{}", self.holders(), self.logs()))
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for s in self.speakers.iter().flatten() {
-            out.push_str(&format!("==== {} ====\n", s.name()));
-            let text = s.log_text();
-            let lines: Vec<&str> = text.lines().collect();
-            for l in &lines[lines.len().saturating_sub(40)..] {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        out
-    }
-
-    /// Runs the client's probe loop against VIP:80 for `count` × 50 ms while `fault` happens after
-    /// one second; returns the outage in ms and the node answering at the end.
-    fn measure(&self, count: u32, fault: impl FnOnce()) -> (Option<u128>, usize) {
-        let target = SocketAddr::new(self.vip, BACKEND_PORT);
-        let mut p = start_probe(&self.lab, target, count, 50, 200).unwrap();
-        std::thread::sleep(Duration::from_millis(1000));
-        fault();
-        assert!(p.wait_timeout(Duration::from_secs(60)).unwrap().is_some());
-        let records = parse_records(&p.log_text());
-        let last = records.last().unwrap();
-        assert!(last.ok(), "no recovery: {records:?}\n{}", self.logs());
-        (
-            longest_outage_ms(&records),
-            index_of(last.node.as_deref().unwrap()),
-        )
-    }
-}
-
 #[test]
 fn three_nodes_one_holder_and_failover_on_link_loss_and_on_api_server_failure() {
-    let mut g = Group::start_with(3, vip(), true);
-    let holder = g.wait_holder(None);
+    let mut g = Group::start(3, vip(), true).unwrap();
+    let holder = g.wait_holder(None).unwrap();
 
     // The client's real kubectl reaches the cluster through the VIP (the serving certificate of
     // every API server names it, the CA checks it), and the `kubernetes` Endpoints list the lab's
@@ -318,7 +115,9 @@ fn three_nodes_one_holder_and_failover_on_link_loss_and_on_api_server_failure() 
 
     // The holder's link goes down: a majority elects another leader, which takes the VIP after
     // the old leader's quorum window; the old one, cut off, drops it on its own.
-    let (outage, successor) = g.measure(120, || g.lab.set_link(Port::Node(holder), false).unwrap());
+    let (outage, successor) = g
+        .measure(120, || g.lab.set_link(Port::Node(holder), false))
+        .unwrap();
     println!("control-plane VIP, leader link down: outage {outage:?} ms");
     assert_ne!(successor, holder);
     let ns = g.lab.netns(Port::Node(holder));
@@ -347,10 +146,15 @@ fn three_nodes_one_holder_and_failover_on_link_loss_and_on_api_server_failure() 
     // a healthy node, which takes the VIP.
     let leader = successor;
     let relay = g.apis[leader - 1].take();
-    let (outage, next) = g.measure(120, move || drop(relay));
+    let (outage, next) = g
+        .measure(120, move || {
+            drop(relay);
+            Ok(())
+        })
+        .unwrap();
     println!("control-plane VIP, leader's API server down: outage {outage:?} ms");
     assert_ne!(next, leader);
-    assert_eq!(g.wait_holder(Some(leader)), next);
+    assert_eq!(g.wait_holder(Some(leader)).unwrap(), next);
     assert_eq!(answering(&g.lab, vip()).unwrap(), vec![next]);
     let log = g.speakers[leader - 1].as_ref().unwrap().log_text();
     assert!(
@@ -360,12 +164,12 @@ fn three_nodes_one_holder_and_failover_on_link_loss_and_on_api_server_failure() 
     );
 
     // SIGTERM on the holder: it removes the VIP and hands leadership over.
-    let r = g.start_api(leader);
+    let r = g.start_api(leader).unwrap();
     g.apis[leader - 1] = Some(r);
     let mut s = g.speakers[next - 1].take().unwrap();
-    let (outage, after) = g.measure(120, || {
-        s.terminate(Duration::from_secs(10)).unwrap();
-    });
+    let (outage, after) = g
+        .measure(120, || s.terminate(Duration::from_secs(10)).map(drop))
+        .unwrap();
     println!("control-plane VIP, holder stopped with SIGTERM: outage {outage:?} ms");
     assert!(
         s.log_text().contains("control-plane speaker stopped"),
@@ -373,18 +177,18 @@ fn three_nodes_one_holder_and_failover_on_link_loss_and_on_api_server_failure() 
         s.log_text()
     );
     assert_ne!(after, next);
-    assert_eq!(g.wait_holder(Some(next)), after);
-    g.speakers[next - 1] = Some(g.start_speaker(next));
+    assert_eq!(g.wait_holder(Some(next)).unwrap(), after);
+    g.speakers[next - 1] = Some(g.start_speaker(next).unwrap());
 
     // The holder's API server hangs (SIGSTOP: connections are accepted by the
     // kernel, nothing answers): the health check times out and leadership moves.
     let hung = after;
-    let (outage, next) = g.measure(120, || {
-        g.apis[hung - 1].as_ref().unwrap().freeze().unwrap();
-    });
+    let (outage, next) = g
+        .measure(120, || g.apis[hung - 1].as_ref().unwrap().freeze())
+        .unwrap();
     println!("control-plane VIP, leader's API server hung (SIGSTOP): outage {outage:?} ms");
     assert_ne!(next, hung);
-    assert_eq!(g.wait_holder(Some(hung)), next);
+    assert_eq!(g.wait_holder(Some(hung)).unwrap(), next);
     g.apis[hung - 1].as_ref().unwrap().thaw().unwrap();
 
     // The holder is cut off from the other nodes (the client still reaches everyone): it drops
@@ -439,8 +243,8 @@ fn three_nodes_one_holder_and_failover_on_link_loss_and_on_api_server_failure() 
 
 #[test]
 fn a_one_node_group_holds_the_vip_while_its_api_server_is_healthy() {
-    let mut g = Group::start(1);
-    assert_eq!(g.wait_holder(None), 1);
+    let mut g = Group::start(1, vip(), false).unwrap();
+    assert_eq!(g.wait_holder(None).unwrap(), 1);
     assert_eq!(answering(&g.lab, vip()).unwrap(), vec![1], "{}", g.logs());
     // Its API server fails: nobody to hand over to, the VIP goes nowhere.
     g.apis[0].take();
@@ -449,21 +253,21 @@ fn a_one_node_group_holds_the_vip_while_its_api_server_is_healthy() {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", g.logs()));
     // It comes back: the VIP too.
-    let r = g.start_api(1);
+    let r = g.start_api(1).unwrap();
     g.apis[0] = Some(r);
-    assert_eq!(g.wait_holder(None), 1);
+    assert_eq!(g.wait_holder(None).unwrap(), 1);
     // A restart keeps term and vote (data directory) and takes the VIP again.
     let mut s = g.speakers[0].take().unwrap();
     s.terminate(Duration::from_secs(10)).unwrap();
     assert!(g.holders().is_empty(), "VIP left behind on SIGTERM");
-    g.speakers[0] = Some(g.start_speaker(1));
-    assert_eq!(g.wait_holder(None), 1);
+    g.speakers[0] = Some(g.start_speaker(1).unwrap());
+    assert_eq!(g.wait_holder(None).unwrap(), 1);
 }
 
 #[test]
 fn an_ipv6_vip_is_held_answered_by_ndp_and_reached() {
-    let mut g = Group::start_with(2, "2001:db8::60".parse().unwrap(), false);
-    let holder = g.wait_holder(None);
+    let mut g = Group::start(2, "2001:db8::60".parse().unwrap(), false).unwrap();
+    let holder = g.wait_holder(None).unwrap();
     // Two nodes: the speakers warn that the group cannot survive a failure.
     let log = g.speakers[0].as_ref().unwrap().log_text();
     assert!(log.contains("a group of two cannot survive"), "{log}");
@@ -478,7 +282,7 @@ fn an_ipv6_vip_is_held_answered_by_ndp_and_reached() {
     // The holder's API server fails: leadership and the VIP move to the other node (both nodes
     // stay up: a group of two needs both for a quorum).
     g.apis[holder - 1].take();
-    let other = g.wait_holder(Some(holder));
+    let other = g.wait_holder(Some(holder)).unwrap();
     assert_eq!(
         answering(&g.lab, g.vip).unwrap(),
         vec![other],
