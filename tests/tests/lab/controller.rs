@@ -597,3 +597,47 @@ fn the_control_plane_address_in_a_pool_is_never_assigned() {
     );
     wait_jsonpath(&env, &pool, "{.status.assigned} {.status.available}", "8 0");
 }
+
+/// Without the Role on cluster-info (a 403), the controller carries on: it says so once, and the
+/// control-plane address given by flag is reserved all the same.
+#[test]
+fn without_cluster_info_access_the_flag_still_reserves_the_control_plane_address() {
+    let (lab, env) = installed_cluster().unwrap();
+    env.kubectl(&[
+        "-n",
+        "kube-public",
+        "delete",
+        "rolebinding",
+        "ferrolb-controller-cluster-info",
+    ])
+    .unwrap();
+    let opts = ControllerOptions {
+        extra_args: vec!["--control-plane-address".into(), "192.0.2.64".into()],
+        ..Default::default()
+    };
+    let controller = start_controller(&lab, &env, &opts).unwrap();
+    apply(
+        &env,
+        &lab,
+        "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: cp\nspec:\n  addresses: [\"192.0.2.64/30\"]\n",
+    )
+    .unwrap();
+    apply(&env, &lab, &service_yaml("web", &[], "", 80)).unwrap();
+    assert_eq!(
+        wait_ingress(&env, "default", "web", 1, T).unwrap(),
+        vec!["192.0.2.65"]
+    );
+    let pool = ["get", "ipaddresspool", "cp"];
+    wait_jsonpath(
+        &env,
+        &pool,
+        "{.status.conditions[?(@.type==\"ControlPlaneConflict\")].message}",
+        "192.0.2.64 is the control-plane endpoint (--control-plane-address); it is never assigned to a Service",
+    );
+    let log = controller.log_text();
+    assert_eq!(
+        log.matches("cannot read kube-public/cluster-info").count(),
+        1,
+        "{log}"
+    );
+}
