@@ -239,7 +239,8 @@ impl Core {
     /// clusters whose `kube-public/cluster-info` does not name them.
     pub fn with_control_plane(mut self, ips: impl IntoIterator<Item = IpAddr>) -> Core {
         self.flagged = ips.into_iter().collect();
-        self.refresh_control_plane(Instant::now());
+        // No Service is known yet: none to decide again.
+        self.refresh_control_plane();
         self
     }
 
@@ -288,7 +289,10 @@ impl Core {
                         "no kube-public/cluster-info ConfigMap: the control-plane endpoint is known only from --control-plane-address"
                     );
                 }
-                self.refresh_control_plane(now);
+                let changed = self.refresh_control_plane();
+                if !changed.is_empty() {
+                    self.decide_again_holders_of(&changed, now);
+                }
             }
             Input::Namespace(ev) => {
                 let changed = self.namespaces.apply(ev);
@@ -302,10 +306,10 @@ impl Core {
     }
 
     /// Recomputes the control-plane addresses from the flag and `cluster-info`; if they changed,
-    /// reserves them in the allocator, and the Services holding one that came or went and the
-    /// pools' status are to be decided again. No address moves: a Service holding one keeps it
-    /// and is told about the conflict.
-    fn refresh_control_plane(&mut self, now: Instant) {
+    /// reserves them in the allocator and marks the pools' status to be written again. Returns
+    /// the addresses that came or went. No address moves: a Service holding one keeps it and is
+    /// told about the conflict.
+    fn refresh_control_plane(&mut self) -> BTreeSet<IpAddr> {
         let mut known = BTreeMap::new();
         for info in self.cluster_info.objects.values() {
             for &ip in &info.addresses {
@@ -316,7 +320,7 @@ impl Core {
             known.entry(ip).or_insert(FROM_FLAG);
         }
         if known == self.control_plane {
-            return;
+            return BTreeSet::new();
         }
         let changed: BTreeSet<IpAddr> = known
             .keys()
@@ -330,16 +334,22 @@ impl Core {
         }
         self.allocator.set_reserved(known.keys().copied().collect());
         self.control_plane = known;
+        self.pools_dirty = true;
+        changed
+    }
+
+    /// Marks the Services that hold or show one of `ips` to be decided again (their condition
+    /// names the conflict, or stops naming it).
+    fn decide_again_holders_of(&mut self, ips: &BTreeSet<IpAddr>, now: Instant) {
         for (k, svc) in &self.services.objects {
             let holds = self
                 .allocator
                 .allocation(&k.service())
-                .is_some_and(|a| a.ips().any(|ip| changed.contains(&ip)));
-            if holds || svc.ips().iter().any(|ip| changed.contains(ip)) {
+                .is_some_and(|a| a.ips().any(|ip| ips.contains(&ip)));
+            if holds || svc.ips().iter().any(|ip| ips.contains(ip)) {
                 self.dirty.entry(k.clone()).or_insert(now);
             }
         }
-        self.pools_dirty = true;
     }
 
     /// Re-reads every pool into the allocator; every Service may be affected.
