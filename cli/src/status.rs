@@ -3,7 +3,7 @@
 //!
 //! Where each fact comes from:
 //! - pools: `IPAddressPool.status` (written by the controller: per-family assigned/available and
-//!   the `Ready`, `Invalid`, `Overlapping`, `Exhausted` conditions);
+//!   the `Ready`, `Invalid`, `Overlapping`, `Exhausted`, `ControlPlaneConflict` conditions);
 //! - Services: `status.loadBalancer.ingress` and the annotation `ferrolb.io/ip-allocated-from-pool`
 //!   (controller), the condition `ferrolb.io/Announced` (speakers: "announced by NODE on IFACES
 //!   (ADDRS)" or the reason nobody announces), and the Events reported by `ferrolb-*` components;

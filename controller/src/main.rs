@@ -31,6 +31,18 @@ struct Cli {
     #[arg(long, env = "FERROLB_LOAD_BALANCER_CLASS")]
     load_balancer_class: Option<String>,
 
+    /// An address of the control-plane endpoint (the API servers' floating VIP), never assigned
+    /// to a Service: a pool that contains it gets the ControlPlaneConflict condition. Repeatable
+    /// (comma-separated in the environment). Not needed where kubeadm's kube-public/cluster-info
+    /// ConfigMap names the endpoint by IP address: the controller reads it.
+    #[arg(
+        long = "control-plane-address",
+        value_name = "IP",
+        env = "FERROLB_CONTROL_PLANE_ADDRESS",
+        value_delimiter = ','
+    )]
+    control_plane_address: Vec<std::net::IpAddr>,
+
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(
         long,
@@ -107,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let settings = run::Settings {
         class: cli.load_balancer_class.clone(),
+        control_plane: cli.control_plane_address.clone(),
     };
     let work = async {
         // Inside `work`, so that /healthz is served while the API server is asked.

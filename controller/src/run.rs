@@ -14,6 +14,7 @@
 //! The decisions are made in order, the writes concurrently.
 
 use std::fmt::Display;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -22,16 +23,18 @@ use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
 use ferrolb_daemon::service::CachedService as Service;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, stream};
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Api, Client};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels};
-use crate::state::{self, Action, ConditionWrite, Core, Input, Outcome, StatusWrite, Watch, list};
+use crate::state::{
+    self, Action, ClusterInfo, ConditionWrite, Core, Input, Outcome, StatusWrite, Watch, list,
+};
 use crate::status::Writer;
 
 /// Most watch events handled before the dirty Services are reconciled.
@@ -184,6 +187,109 @@ fn watch_span(
 pub struct Settings {
     /// `spec.loadBalancerClass` handled besides unset.
     pub class: Option<String>,
+    /// Control-plane endpoint addresses given by flag (besides those cluster-info names).
+    pub control_plane: Vec<IpAddr>,
+}
+
+/// The namespace and name of the ConfigMap kubeadm publishes the cluster's endpoint in (readable
+/// by anyone in a kubeadm cluster; the controller's Role names it).
+const CLUSTER_INFO: (&str, &str) = ("kube-public", "cluster-info");
+
+/// The control-plane addresses the cluster-info ConfigMap names: its `kubeconfig` key's
+/// `clusters[*].cluster.server` URLs whose host is an IP literal. A DNS name, or a kubeconfig
+/// that does not parse, names none (logged at debug and warn).
+pub(crate) fn cluster_info(cm: &ConfigMap) -> ClusterInfo {
+    let mut info = ClusterInfo::default();
+    let Some(text) = cm.data.as_ref().and_then(|d| d.get("kubeconfig")) else {
+        debug!("kube-public/cluster-info has no kubeconfig key");
+        return info;
+    };
+    let config = match kube::config::Kubeconfig::from_yaml(text) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "the kubeconfig in kube-public/cluster-info does not parse; no control-plane address learnt from it");
+            return info;
+        }
+    };
+    for server in config
+        .clusters
+        .iter()
+        .filter_map(|c| c.cluster.as_ref()?.server.as_deref())
+    {
+        match server_ip(server) {
+            Some(ip) if !info.addresses.contains(&ip) => info.addresses.push(ip),
+            Some(_) => {}
+            None => debug!(%server, "cluster-info server is not an IP literal; ignored"),
+        }
+    }
+    info
+}
+
+/// The host of `server` (`https://192.0.2.60:6443`, `https://[2001:db8::1]:6443`) if it is an IP
+/// literal.
+fn server_ip(server: &str) -> Option<IpAddr> {
+    let rest = server.split_once("://").map_or(server, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = host_port.strip_prefix('[') {
+        return v6
+            .split_once(']')?
+            .0
+            .parse::<Ipv6Addr>()
+            .ok()
+            .map(IpAddr::V6);
+    }
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+    host.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// The cluster-info watch as inputs. Optional: until its first list succeeds, a failure (a 403
+/// where the Role is missing) is logged once at warn and counts as a list without the
+/// ConfigMap, so the controller does not wait for it; the watcher keeps retrying with backoff
+/// (logged at debug) and a later list replaces that.
+fn cluster_info_watch(client: Client) -> BoxStream<'static, Input> {
+    let (ns, name) = CLUSTER_INFO;
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut listed = false;
+    let mut warned = false;
+    let span = info_span!("watch", kind = "ConfigMap", namespace = ns, name);
+    watcher::watcher(Api::<ConfigMap>::namespaced(client, ns), cfg)
+        .default_backoff()
+        .filter_map(move |r| {
+            let _in_span = span.enter();
+            let out = match r {
+                Ok(ev) => {
+                    if matches!(ev, watcher::Event::InitDone) {
+                        listed = true;
+                    }
+                    let ev: Watch<ConfigMap> = ev.into();
+                    Some(Input::ClusterInfo(match ev {
+                        Watch::Apply(cm) => Watch::Apply(cluster_info(&cm)),
+                        Watch::Delete(cm) => Watch::Delete(cluster_info(&cm)),
+                        Watch::InitApply(cm) => Watch::InitApply(cluster_info(&cm)),
+                        Watch::Init => Watch::Init,
+                        Watch::InitDone => Watch::InitDone,
+                    }))
+                }
+                Err(e) if !listed => {
+                    listed = true;
+                    warned = true;
+                    warn!(error = %e, "cannot read kube-public/cluster-info; the control-plane endpoint is known only from --control-plane-address (retrying in the background)");
+                    Some(Input::ClusterInfo(Watch::InitDone))
+                }
+                Err(e) if !warned => {
+                    warned = true;
+                    warn!(error = %e, "watching kube-public/cluster-info failed; retrying with backoff");
+                    None
+                }
+                Err(e) => {
+                    debug!(error = %e, "watching kube-public/cluster-info failed; retrying with backoff");
+                    None
+                }
+            };
+            futures::future::ready(out)
+        })
+        .boxed()
 }
 
 /// Runs until the watches end (they do not, short of the process ending).
@@ -201,15 +307,16 @@ pub async fn run(
     let pools = watcher::watcher(Api::<IPAddressPool>::all(client.clone()), cfg.clone())
         .default_backoff()
         .map(|r| r.map(|ev| Input::Pool(ev.into())));
-    let namespaces = watcher::watcher(Api::<Namespace>::all(client), cfg)
+    let namespaces = watcher::watcher(Api::<Namespace>::all(client.clone()), cfg)
         .default_backoff()
         .map(|r| r.map(|ev| Input::Namespace(ev.into())));
     let mut inputs = stream::select_all([
         watch_span("Service", services.boxed()),
         watch_span("IPAddressPool", pools.boxed()),
         watch_span("Namespace", namespaces.boxed()),
+        cluster_info_watch(client),
     ]);
-    let mut core = Core::new(settings.class);
+    let mut core = Core::new(settings.class).with_control_plane(settings.control_plane);
     let mut pass: u64 = 0;
     loop {
         // With work left over (a failed write, a Service waiting for a free address), wake up
@@ -423,6 +530,7 @@ mod tests {
             Input::Namespace(Watch::Init),
             Input::Namespace(Watch::InitApply(ns)),
             Input::Namespace(Watch::InitDone),
+            Input::ClusterInfo(Watch::InitDone),
         ] {
             core.input(input, now);
         }
@@ -452,6 +560,43 @@ mod tests {
                 "pool p assigned 1",
             ]
         );
+    }
+
+    /// cluster-info's kubeconfig names the control plane by IP literal (v4 or bracketed v6); a
+    /// DNS name, a missing key or a kubeconfig that does not parse names nothing.
+    #[test]
+    fn cluster_info_names_ip_literal_servers_only() {
+        let cm = |kubeconfig: &str| -> ConfigMap {
+            serde_json::from_value(json!({
+                "metadata": {"name": "cluster-info", "namespace": "kube-public"},
+                "data": {"kubeconfig": kubeconfig}
+            }))
+            .unwrap()
+        };
+        let kubeconfig = "apiVersion: v1\nkind: Config\nclusters:\n\
+            - name: ''\n  cluster:\n    certificate-authority-data: AAAA\n    server: https://192.0.2.60:6443\n\
+            - name: six\n  cluster:\n    server: https://[2001:db8::60]:6443\n\
+            - name: dns\n  cluster:\n    server: https://cp.example.com:6443\n\
+            - name: again\n  cluster:\n    server: https://192.0.2.60\n";
+        assert_eq!(
+            cluster_info(&cm(kubeconfig)).addresses,
+            [
+                "192.0.2.60".parse::<IpAddr>().unwrap(),
+                "2001:db8::60".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            cluster_info(&cm("clusters: [")).addresses,
+            Vec::<IpAddr>::new()
+        );
+        let empty: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": "cluster-info"}})).unwrap();
+        assert_eq!(cluster_info(&empty).addresses, Vec::<IpAddr>::new());
+        assert_eq!(
+            server_ip("https://10.0.0.1"),
+            Some("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(server_ip("https://kubernetes.default.svc:443/"), None);
     }
 
     /// The core builds Event references without kube: they must be what kube builds.

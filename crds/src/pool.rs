@@ -121,7 +121,8 @@ pub struct IPAddressPoolStatus {
     /// Generation of the spec these counts and conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Invalid`, `Overlapping`, `Exhausted`.
+    /// `Ready`, `Invalid`, `Overlapping`, `Exhausted`; `ControlPlaneConflict` while the pool
+    /// contains the control-plane endpoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -147,6 +147,8 @@ pub struct Allocator {
     releasing: BTreeMap<ServiceKey, BTreeMap<IpAddr, Option<Sharing>>>,
     /// Sharing key -> addresses held under it, for sharing by key.
     shared: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// Addresses never handed out ([`Allocator::set_reserved`]); whoever holds one keeps it.
+    reserved: BTreeSet<IpAddr>,
 }
 
 impl Allocator {
@@ -163,6 +165,11 @@ impl Allocator {
         for &ip in self.holders.keys() {
             table.take(ip);
         }
+        for &ip in &self.reserved {
+            if !self.holders.contains_key(&ip) {
+                table.reserve(ip);
+            }
+        }
         self.pools = table;
         for allocation in self.services.values_mut() {
             for assigned in [&mut allocation.v4, &mut allocation.v6]
@@ -177,6 +184,36 @@ impl Allocator {
             }
         }
         report
+    }
+
+    /// Replaces the reserved addresses: addresses of the pools that are never handed out, by
+    /// [`Allocator::assign`] nor by sharing, as if taken by something that is not a service (the
+    /// controller reserves the control-plane endpoint). A service that already holds one keeps it
+    /// (reserving moves nothing; the caller reports the conflict); [`Allocator::restore`] records
+    /// one all the same, as it records an address outside every pool. A reserved address held by
+    /// no service is neither available nor assigned in [`Allocator::pool_stats`].
+    pub fn set_reserved(&mut self, ips: BTreeSet<IpAddr>) {
+        for &ip in self.reserved.difference(&ips) {
+            if !self.holders.contains_key(&ip) {
+                self.pools.unreserve(ip);
+            }
+        }
+        for &ip in ips.difference(&self.reserved) {
+            if !self.holders.contains_key(&ip) {
+                self.pools.reserve(ip);
+            }
+        }
+        self.reserved = ips;
+    }
+
+    /// Whether `ip` is reserved ([`Allocator::set_reserved`]).
+    pub fn is_reserved(&self, ip: IpAddr) -> bool {
+        self.reserved.contains(&ip)
+    }
+
+    /// The pool `ip` is usable in, if any (not one that avoids it, nor an older pool's overlap).
+    pub fn pool_of(&self, ip: IpAddr) -> Option<&PoolName> {
+        self.pools.usable_in(ip)
     }
 
     /// Gives `req.service` addresses satisfying `req`.
@@ -485,6 +522,9 @@ impl Allocator {
 
     /// Whether `req` may have the address it asks for by value.
     fn check_requested(&self, req: &Request, ip: IpAddr) -> Result<(), AllocError> {
+        if self.reserved.contains(&ip) {
+            return Err(AllocError::RequestedReserved { ip });
+        }
         match self.pools.locate(ip) {
             Location::Outside => return Err(AllocError::RequestedOutsidePools(ip)),
             Location::Avoided(pool) => {
@@ -576,7 +616,7 @@ impl Allocator {
             .get(sharing.key())?
             .iter()
             .copied()
-            .filter(|&ip| Family::of(ip) == family)
+            .filter(|&ip| Family::of(ip) == family && !self.reserved.contains(&ip))
             .filter_map(|ip| match self.pools.locate(ip) {
                 Location::Pool(pool)
                     if req.may_use(pool.name(), pool.spec.auto_assign(), false) =>
@@ -671,7 +711,11 @@ impl Allocator {
     fn attach(&mut self, ip: IpAddr, holder: &Holder, sharing: Option<&Sharing>) {
         let holders = self.holders.entry(ip).or_default();
         if holders.is_empty() {
-            self.pools.take(ip);
+            if self.reserved.contains(&ip) {
+                self.pools.take_reserved(ip);
+            } else {
+                self.pools.take(ip);
+            }
         }
         holders.insert(holder.clone());
         if let Some(sharing) = sharing {
@@ -691,7 +735,11 @@ impl Allocator {
         holders.remove(holder);
         if holders.is_empty() {
             self.holders.remove(&ip);
-            self.pools.give_back(ip);
+            if self.reserved.contains(&ip) {
+                self.pools.give_back_reserved(ip);
+            } else {
+                self.pools.give_back(ip);
+            }
         }
         let Some(sharing) = sharing else {
             return;

@@ -77,6 +77,14 @@ pub enum AllocError {
         /// Its pool.
         pool: PoolName,
     },
+    /// A requested address is reserved ([`crate::Allocator::set_reserved`]): never handed out.
+    #[error(
+        "requested address {ip} is reserved for something other than a service and never assigned; request another address"
+    )]
+    RequestedReserved {
+        /// The address requested.
+        ip: IpAddr,
+    },
     /// An address is held by another service and this service does not share addresses.
     #[error(
         "address {ip} is already used by service {holder}; choose another address, or give both services the same sharing key"
@@ -169,6 +177,7 @@ impl AllocError {
             AllocError::RequestedOutsidePools(_) => "RequestedOutsidePools",
             AllocError::RequestedAvoidedAddress { .. } => "RequestedAvoidedAddress",
             AllocError::RequestedPoolNotAllowed { .. } => "RequestedPoolNotAllowed",
+            AllocError::RequestedReserved { .. } => "RequestedReserved",
             AllocError::RequestedInUse { .. } => "AddressInUse",
             AllocError::SharingConflict { .. } => "SharingConflict",
             AllocError::Exhausted { .. } => "Exhausted",
@@ -247,6 +256,7 @@ mod tests {
                 policy: FamilyPolicy::SingleStack(Family::V6),
             },
             AllocError::NothingToRestore(svc),
+            AllocError::RequestedReserved { ip },
         ]
     }
 
@@ -266,6 +276,7 @@ mod tests {
             AllocError::RequireDualStackUnsatisfiable { .. } => 9,
             AllocError::RequestedFamilyNotInPolicy { .. } => 10,
             AllocError::NothingToRestore(_) => 11,
+            AllocError::RequestedReserved { .. } => 12,
         }
     }
 
@@ -273,7 +284,7 @@ mod tests {
     fn every_variant_has_its_own_camel_case_reason() {
         let all = every_variant();
         let variants: BTreeSet<usize> = all.iter().map(variant).collect();
-        assert_eq!(variants, (0..12).collect(), "one error of every variant");
+        assert_eq!(variants, (0..13).collect(), "one error of every variant");
         let reasons: BTreeSet<&str> = all.iter().map(AllocError::reason).collect();
         assert_eq!(reasons.len(), all.len(), "{reasons:?}");
         for r in reasons {

@@ -58,6 +58,8 @@ pub(crate) struct FamilySpace {
     pub(crate) usable: u128,
     /// Usable addresses held by at least one service.
     pub(crate) assigned: u128,
+    /// Usable addresses reserved and held by no service: out of the free set, not assigned.
+    pub(crate) reserved: u128,
 }
 
 /// A pool with its effective space.
@@ -79,7 +81,10 @@ impl Pool {
             let space: &FamilySpace = &self.space[family];
             FamilyStats {
                 assigned: space.assigned,
-                available: space.usable.saturating_sub(space.assigned),
+                available: space
+                    .usable
+                    .saturating_sub(space.assigned)
+                    .saturating_sub(space.reserved),
             }
         };
         PoolStats {
@@ -186,6 +191,7 @@ impl PoolTable {
                     free: FreeSet::new(&effective, skip_buggy),
                     usable: usable_count(&effective, skip_buggy),
                     assigned: 0,
+                    reserved: 0,
                 }
             });
             if !overlaps.is_empty() {
@@ -244,6 +250,47 @@ impl PoolTable {
         {
             space.assigned = space.assigned.saturating_sub(1);
         }
+    }
+
+    /// Marks the free `ip` reserved (out of the free set, not assigned), if it is usable in a pool.
+    pub(crate) fn reserve(&mut self, ip: IpAddr) {
+        if let Some((value, space)) = self.space_mut(ip)
+            && space.free.take(value)
+        {
+            space.reserved += 1;
+        }
+    }
+
+    /// Frees the reserved, unheld `ip` again, if it is usable in a pool.
+    pub(crate) fn unreserve(&mut self, ip: IpAddr) {
+        if let Some((value, space)) = self.space_mut(ip)
+            && space.free.put(value)
+        {
+            space.reserved = space.reserved.saturating_sub(1);
+        }
+    }
+
+    /// The reserved, unheld `ip` gets its first holder: reserved becomes assigned. It stays out of
+    /// the free set.
+    pub(crate) fn take_reserved(&mut self, ip: IpAddr) {
+        if let Some((_, space)) = self.space_mut(ip) {
+            space.reserved = space.reserved.saturating_sub(1);
+            space.assigned += 1;
+        }
+    }
+
+    /// The reserved `ip` lost its last holder: assigned becomes reserved. It stays out of the
+    /// free set.
+    pub(crate) fn give_back_reserved(&mut self, ip: IpAddr) {
+        if let Some((_, space)) = self.space_mut(ip) {
+            space.assigned = space.assigned.saturating_sub(1);
+            space.reserved += 1;
+        }
+    }
+
+    /// The name of the pool `ip` is usable in, if any.
+    pub(crate) fn usable_in(&self, ip: IpAddr) -> Option<&PoolName> {
+        self.locate(ip).pool().map(Pool::name)
     }
 
     /// The index of the pool whose effective set holds `value`.

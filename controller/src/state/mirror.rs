@@ -61,6 +61,13 @@ impl Object for Namespace {
     }
 }
 
+impl Object for super::ClusterInfo {
+    /// One object is watched.
+    type Key = ();
+
+    fn key(&self) {}
+}
+
 /// A kind's objects, with the buffer of a re-list in progress.
 #[derive(Debug)]
 pub(crate) struct Mirror<K: Object> {

@@ -58,7 +58,28 @@ pub enum Input {
     Pool(Watch<IPAddressPool>),
     /// A Namespace (its labels select pools).
     Namespace(Watch<Namespace>),
+    /// The control-plane endpoint as kubeadm's `kube-public/cluster-info` ConfigMap shows it
+    /// (parsed at the edge). A watch that cannot list it sends `InitDone` alone: the core then
+    /// knows no address from it, and does not wait for it.
+    ClusterInfo(Watch<ClusterInfo>),
 }
+
+/// The control-plane endpoint addresses the `kube-public/cluster-info` ConfigMap names: the IP
+/// literals among the `server` URLs of its kubeconfig (a DNS name names no address).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// The addresses, in the order the kubeconfig names them.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Where the control-plane address came from, as messages name it.
+pub const FROM_CLUSTER_INFO: &str = "kube-public/cluster-info";
+/// The flag that names control-plane addresses, as messages name it.
+pub const FROM_FLAG: &str = "--control-plane-address";
+
+/// The reason of a Service's [`ALLOCATED`] condition (and Warning Event) while it holds a
+/// control-plane address, and the type of the pool condition that reports one in the pool.
+pub const CONTROL_PLANE_CONFLICT: &str = "ControlPlaneConflict";
 
 /// The type of an Event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +183,11 @@ pub struct Core {
     services: Mirror<Service>,
     pools: Mirror<IPAddressPool>,
     namespaces: Mirror<Namespace>,
+    cluster_info: Mirror<ClusterInfo>,
+    /// Control-plane addresses given by flag.
+    flagged: BTreeSet<IpAddr>,
+    /// Every control-plane address known, with where it was learnt; reserved in the allocator.
+    control_plane: BTreeMap<IpAddr, &'static str>,
     /// Also keeps the release holds: addresses a Service released while its status still shows
     /// them ([`ferrolb_allocator::Holder::Releasing`]), so that no other Service gets one before
     /// the releasing Service's status stops showing it (after its write lands, or when the watch
@@ -192,6 +218,9 @@ impl Core {
             services: Mirror::new(),
             pools: Mirror::new(),
             namespaces: Mirror::new(),
+            cluster_info: Mirror::new(),
+            flagged: BTreeSet::new(),
+            control_plane: BTreeMap::new(),
             allocator: Allocator::new(),
             valid: Pools::new(),
             invalid: BTreeMap::new(),
@@ -206,9 +235,22 @@ impl Core {
         }
     }
 
-    /// Whether every watch has listed its objects once.
+    /// The core with the control-plane addresses given by flag (`--control-plane-address`), for
+    /// clusters whose `kube-public/cluster-info` does not name them.
+    pub fn with_control_plane(mut self, ips: impl IntoIterator<Item = IpAddr>) -> Core {
+        self.flagged = ips.into_iter().collect();
+        // No Service is known yet: none to decide again.
+        self.refresh_control_plane();
+        self
+    }
+
+    /// Whether every watch has listed its objects once. Nothing is allocated before
+    /// `cluster-info` was read (or found unreadable): the control-plane address could go first.
     pub fn synced(&self) -> bool {
-        self.services.synced && self.pools.synced && self.namespaces.synced
+        self.services.synced
+            && self.pools.synced
+            && self.namespaces.synced
+            && self.cluster_info.synced
     }
 
     /// Whether the allocator was rebuilt from the Services' status ([`Core::restore`]).
@@ -239,6 +281,19 @@ impl Core {
                     self.load_pools(now);
                 }
             }
+            Input::ClusterInfo(ev) => {
+                let first = !self.cluster_info.synced;
+                self.cluster_info.apply(ev);
+                if first && self.cluster_info.synced && self.cluster_info.objects.is_empty() {
+                    info!(
+                        "no kube-public/cluster-info ConfigMap: the control-plane endpoint is known only from --control-plane-address"
+                    );
+                }
+                let changed = self.refresh_control_plane();
+                if !changed.is_empty() {
+                    self.decide_again_holders_of(&changed, now);
+                }
+            }
             Input::Namespace(ev) => {
                 let changed = self.namespaces.apply(ev);
                 for svc in self.services.objects.keys() {
@@ -246,6 +301,53 @@ impl Core {
                         self.dirty.entry(svc.clone()).or_insert(now);
                     }
                 }
+            }
+        }
+    }
+
+    /// Recomputes the control-plane addresses from the flag and `cluster-info`; if they changed,
+    /// reserves them in the allocator and marks the pools' status to be written again. Returns
+    /// the addresses that came or went. No address moves: a Service holding one keeps it and is
+    /// told about the conflict.
+    fn refresh_control_plane(&mut self) -> BTreeSet<IpAddr> {
+        let mut known = BTreeMap::new();
+        for info in self.cluster_info.objects.values() {
+            for &ip in &info.addresses {
+                known.insert(ip, FROM_CLUSTER_INFO);
+            }
+        }
+        for &ip in &self.flagged {
+            known.entry(ip).or_insert(FROM_FLAG);
+        }
+        if known == self.control_plane {
+            return BTreeSet::new();
+        }
+        let changed: BTreeSet<IpAddr> = known
+            .keys()
+            .chain(self.control_plane.keys())
+            .copied()
+            .collect();
+        info!(addresses = %known.iter().map(|(ip, from)| format!("{ip} ({from})")).collect::<Vec<_>>().join(", "), "control-plane endpoint addresses: never assigned to a Service");
+        // An address no longer reserved is free for the Services waiting for one.
+        if self.control_plane.keys().any(|ip| !known.contains_key(ip)) {
+            self.freed = true;
+        }
+        self.allocator.set_reserved(known.keys().copied().collect());
+        self.control_plane = known;
+        self.pools_dirty = true;
+        changed
+    }
+
+    /// Marks the Services that hold or show one of `ips` to be decided again (their condition
+    /// names the conflict, or stops naming it).
+    fn decide_again_holders_of(&mut self, ips: &BTreeSet<IpAddr>, now: Instant) {
+        for (k, svc) in &self.services.objects {
+            let holds = self
+                .allocator
+                .allocation(&k.service())
+                .is_some_and(|a| a.ips().any(|ip| ips.contains(&ip)));
+            if holds || svc.ips().iter().any(|ip| ips.contains(ip)) {
+                self.dirty.entry(k.clone()).or_insert(now);
             }
         }
     }
@@ -389,6 +491,7 @@ impl Core {
                 invalid: self.invalid.get(&name),
                 allocator: &self.allocator,
                 report: &self.report,
+                control_plane: &self.control_plane,
             };
             let (status, gauges) = pool_status(obj, &facts, wall);
             out.gauges.extend(gauges);
@@ -497,15 +600,27 @@ impl Core {
                     }
                     // What the allocator now stores for the Service, as `alloc` says.
                     let (ips, pool) = self.held(&key);
-                    allocated = Some((
-                        true,
-                        "IPAllocated",
-                        format!("{} from pool {}", list(&ips), pool.as_deref().unwrap_or("")),
-                    ));
+                    let from =
+                        format!("{} from pool {}", list(&ips), pool.as_deref().unwrap_or(""));
+                    // A Service that held a control-plane address before it was known keeps it
+                    // (nothing moves an address that answers: a new one would break its clients
+                    // just as surely), but says so in its condition and a Warning Event.
+                    let conflict = self.control_plane_conflict(&ips);
+                    allocated = Some(match &conflict {
+                        None => (true, "IPAllocated", from),
+                        Some(why) => (true, CONTROL_PLANE_CONFLICT, format!("{from}; {why}")),
+                    });
+                    let conflict_event = |core: &mut Core| {
+                        conflict.clone().and_then(|why| {
+                            core.event(k, EventType::Warning, CONTROL_PLANE_CONFLICT, why)
+                        })
+                    };
                     if shown == ips && pool_now == pool.as_deref() {
                         self.free_released_unless_shown(k, &key, &shown);
                         action.condition = condition_change(&svc, allocated, wall);
-                        return action.condition.is_some().then_some(action);
+                        action.event = conflict_event(self);
+                        return (action.condition.is_some() || action.event.is_some())
+                            .then_some(action);
                     }
                     let pool = pool.unwrap_or_default();
                     let gone = missing_from(&shown, &ips);
@@ -537,7 +652,10 @@ impl Core {
                     } else {
                         None
                     };
-                    action.event = note.and_then(|(t, r, n)| self.event(k, t, r, n));
+                    action.event = match note {
+                        Some((t, r, n)) => self.event(k, t, r, n),
+                        None => conflict_event(self),
+                    };
                     action.write = Some(write(ips, Some(pool)));
                 }
                 Err(e) => {
@@ -587,6 +705,24 @@ impl Core {
         action.condition = condition_change(&svc, allocated, wall);
         (action.write.is_some() || action.event.is_some() || action.condition.is_some())
             .then_some(action)
+    }
+
+    /// What is wrong with holding `ips` if one of them is a control-plane address.
+    fn control_plane_conflict(&self, ips: &[IpAddr]) -> Option<String> {
+        let why: Vec<String> = ips
+            .iter()
+            .filter_map(|ip| {
+                self.control_plane
+                    .get(ip)
+                    .map(|from| format!("{ip} is the control-plane endpoint ({from})"))
+            })
+            .collect();
+        (!why.is_empty()).then(|| {
+            format!(
+                "{}: the API servers answer for it too; delete and re-create the Service (or request another address) to move it",
+                why.join(", ")
+            )
+        })
     }
 
     /// Whether the allocator holds addresses `key` released.

@@ -1,8 +1,9 @@
 //! A pool's status: counts and conditions, from the allocator and the pool's validation.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ferrolb_allocator::{Allocator, Family, FamilyStats, PoolName, PoolsReport};
+use ferrolb_allocator::{Allocator, Family, FamilyStats, Holder, PoolName, PoolsReport};
 use ferrolb_config::conditions;
 use ferrolb_config::pool::FieldError;
 use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
@@ -29,6 +30,8 @@ pub(crate) struct Facts<'a> {
     pub(crate) invalid: Option<&'a Vec<FieldError>>,
     pub(crate) allocator: &'a Allocator,
     pub(crate) report: &'a PoolsReport,
+    /// The control-plane addresses, with where each was learnt.
+    pub(crate) control_plane: &'a BTreeMap<IpAddr, &'static str>,
 }
 
 /// The status `obj` should have, and its gauges (none while the pool is not used). `wall` stamps
@@ -108,6 +111,44 @@ pub(crate) fn pool_status(
                 "NoOverlap",
                 "no address is also in an older pool".into(),
             )),
+        }
+        // Only when there is one, so that pools never near the control plane show nothing new.
+        let control_plane: Vec<String> = facts
+            .control_plane
+            .iter()
+            .filter(|&(&ip, _)| facts.allocator.pool_of(ip) == Some(&pool))
+            .map(|(&ip, from)| {
+                let holders: Vec<String> = facts
+                    .allocator
+                    .holders(ip)
+                    .filter_map(|h| match h {
+                        Holder::Service(s) => Some(s.to_string()),
+                        Holder::Releasing { .. } => None,
+                    })
+                    .collect();
+                let held = if holders.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (Service {} got it before and keeps it)",
+                        holders.join(", ")
+                    )
+                };
+                format!("{ip} is the control-plane endpoint ({from}){held}")
+            })
+            .collect();
+        if !control_plane.is_empty() {
+            let never = if control_plane.len() == 1 {
+                "it is never assigned to a Service"
+            } else {
+                "they are never assigned to a Service"
+            };
+            conds.push((
+                "ControlPlaneConflict",
+                true,
+                "ControlPlaneAddress",
+                format!("{}; {never}", control_plane.join(", ")),
+            ));
         }
         let total_free = stats.v4.available + stats.v6.available;
         let total = total_free + stats.v4.assigned + stats.v6.assigned;

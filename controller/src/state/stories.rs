@@ -158,8 +158,19 @@ fn conditions(status: &IPAddressPoolStatus) -> Vec<(&str, &str, &str, &str)> {
 impl Sim {
     /// A controller starting against these objects: every watch lists, then the core restores.
     fn start(services: Vec<Service>, pools: Vec<IPAddressPool>, namespaces: &[&str]) -> Sim {
+        Sim::start_with(services, pools, namespaces, None, &[])
+    }
+
+    /// [`Sim::start`] where the cluster-info ConfigMap names `cluster_info` (absent: `None`).
+    fn start_with(
+        services: Vec<Service>,
+        pools: Vec<IPAddressPool>,
+        namespaces: &[&str],
+        cluster_info: Option<&[&str]>,
+        flagged: &[&str],
+    ) -> Sim {
         let mut sim = Sim {
-            core: Core::new(None),
+            core: Core::new(None).with_control_plane(ips(flagged)),
             t0: Instant::now(),
             now: 0,
             services: BTreeMap::new(),
@@ -189,6 +200,19 @@ impl Sim {
                 .input(Input::Namespace(Watch::InitApply(namespace(ns))), now);
         }
         sim.core.input(Input::Namespace(Watch::InitDone), now);
+        assert!(
+            !sim.core.synced(),
+            "nothing is decided before cluster-info is listed (or found unreadable)"
+        );
+        sim.core.input(Input::ClusterInfo(Watch::Init), now);
+        if let Some(addresses) = cluster_info {
+            let info = ClusterInfo {
+                addresses: ips(addresses),
+            };
+            sim.core
+                .input(Input::ClusterInfo(Watch::InitApply(info)), now);
+        }
+        sim.core.input(Input::ClusterInfo(Watch::InitDone), now);
         assert!(sim.core.synced() && !sim.core.restored());
         sim.core.restore(now);
         assert!(sim.core.restored());
@@ -1383,5 +1407,205 @@ fn each_service_shows_its_allocation_as_a_condition() {
     assert_eq!(
         (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
         ("True", "IPAllocated", "192.0.2.0 from pool p")
+    );
+}
+
+/// Issue 10: the control-plane VIP inside a service pool. The pool says so in a condition, the
+/// address is never assigned (the pool fills up around it and its counts leave it out), a
+/// Service that held it before it was known keeps it with a Warning and a condition saying the
+/// conflict, and the ConfigMap going away ends all of it.
+#[test]
+fn the_control_plane_address_is_never_assigned_and_the_pool_says_so() {
+    let p = json!({ASSIGNED_POOL: "p"});
+    let mut sim = Sim::start_with(
+        vec![
+            service("ns/old", json!({}), p.clone(), &["192.0.2.2"]),
+            fresh("ns/a"),
+            fresh("ns/b"),
+            fresh("ns/c"),
+        ],
+        vec![pool("p", &["192.0.2.0/29"], "2026-01-01T00:00:00Z")],
+        &["ns"],
+        Some(&["192.0.2.1", "192.0.2.2"]),
+        &[],
+    );
+    let conflict = "192.0.2.2 is the control-plane endpoint (kube-public/cluster-info): the API \
+                    servers answer for it too; delete and re-create the Service (or request another \
+                    address) to move it";
+    let actions = sim.decide();
+    assert_eq!(
+        summary(&actions),
+        vec![
+            (
+                "ns/a".into(),
+                write(&["192.0.2.0"], Some("p"), true),
+                normal("IPAllocated", "assigned 192.0.2.0 from pool p"),
+            ),
+            (
+                "ns/b".into(),
+                write(&["192.0.2.3"], Some("p"), true),
+                normal("IPAllocated", "assigned 192.0.2.3 from pool p"),
+            ),
+            (
+                "ns/c".into(),
+                write(&["192.0.2.4"], Some("p"), true),
+                normal("IPAllocated", "assigned 192.0.2.4 from pool p"),
+            ),
+            (
+                "ns/old".into(),
+                None,
+                warning(CONTROL_PLANE_CONFLICT, conflict)
+            ),
+        ]
+    );
+    assert_eq!(
+        allocated(&actions)[3],
+        (
+            "ns/old".into(),
+            "True".into(),
+            CONTROL_PLANE_CONFLICT.into(),
+            format!("192.0.2.2 from pool p; {conflict}")
+        )
+    );
+    sim.land(&actions);
+    let pools = sim.finish().unwrap();
+    let status = &sim.pools["p"].status.clone().unwrap();
+    assert_eq!(pools.writes.len(), 1);
+    // 8 addresses: 4 assigned (old's among them), 1 reserved and free of holders, 3 available.
+    assert_eq!(
+        (status.assigned.as_deref(), status.available.as_deref()),
+        (Some("4"), Some("3"))
+    );
+    assert_eq!(
+        conditions(status)[2],
+        (
+            "ControlPlaneConflict",
+            "True",
+            "ControlPlaneAddress",
+            "192.0.2.1 is the control-plane endpoint (kube-public/cluster-info), 192.0.2.2 is the \
+             control-plane endpoint (kube-public/cluster-info) (Service ns/old got it before and \
+             keeps it); they are never assigned to a Service"
+        )
+    );
+    // Quiet: the Warning is not repeated.
+    assert_eq!(sim.pass(), vec![]);
+
+    // The pool fills up around the reserved address; asking for it by value is refused.
+    for name in ["ns/d", "ns/e", "ns/f"] {
+        sim.apply(fresh(name));
+    }
+    sim.apply(service(
+        "ns/asks",
+        json!({"loadBalancerIP": "192.0.2.1"}),
+        json!({}),
+        &[],
+    ));
+    sim.apply(fresh("ns/g"));
+    let got: Vec<Summary> = sim.pass();
+    assert_eq!(
+        got.iter()
+            .map(|(k, w, _)| (k.as_str(), w.as_ref().map(|w| list(&w.ips))))
+            .collect::<Vec<_>>(),
+        vec![
+            ("ns/asks", None),
+            ("ns/d", Some("192.0.2.5".into())),
+            ("ns/e", Some("192.0.2.6".into())),
+            ("ns/f", Some("192.0.2.7".into())),
+            ("ns/g", None),
+        ]
+    );
+    assert_eq!(
+        got[0].2,
+        warning(
+            "AllocationFailed",
+            "requested address 192.0.2.1 is reserved for something other than a service and \
+             never assigned; request another address"
+        )
+    );
+    sim.finish();
+    let status = sim.pools["p"].status.clone().unwrap();
+    assert_eq!(
+        (status.assigned.as_deref(), status.available.as_deref()),
+        (Some("7"), Some("0"))
+    );
+
+    // The ConfigMap goes: the condition goes, old's condition is plain again, and the address
+    // that nobody holds goes to the Service that asked for it (waiting Services are retried
+    // every pass).
+    sim.core.input(
+        Input::ClusterInfo(Watch::Delete(ClusterInfo {
+            addresses: ips(&["192.0.2.1", "192.0.2.2"]),
+        })),
+        sim.at(),
+    );
+    let actions = sim.decide();
+    assert_eq!(
+        allocated(&actions),
+        vec![
+            (
+                "ns/asks".into(),
+                "True".into(),
+                "IPAllocated".into(),
+                "192.0.2.1 from pool p".into()
+            ),
+            (
+                "ns/old".into(),
+                "True".into(),
+                "IPAllocated".into(),
+                "192.0.2.2 from pool p".into()
+            ),
+        ]
+    );
+    assert_eq!(
+        summary(&actions),
+        vec![(
+            "ns/asks".into(),
+            write(&["192.0.2.1"], Some("p"), true),
+            normal("IPAllocated", "assigned 192.0.2.1 from pool p"),
+        )]
+    );
+    sim.land(&actions);
+    sim.finish();
+    let status = sim.pools["p"].status.clone().unwrap();
+    assert_eq!(
+        conditions(&status).iter().map(|c| c.0).collect::<Vec<_>>(),
+        ["Invalid", "Overlapping", "Exhausted", "Ready"]
+    );
+    assert_eq!(
+        (status.assigned.as_deref(), status.available.as_deref()),
+        (Some("8"), Some("0"))
+    );
+}
+
+/// The flag names the control plane where cluster-info does not (or cannot be read).
+#[test]
+fn the_flag_reserves_the_control_plane_address_too() {
+    let mut sim = Sim::start_with(
+        vec![],
+        vec![pool("p", &["192.0.2.0/30"], "2026-01-01T00:00:00Z")],
+        &["ns"],
+        None,
+        &["192.0.2.0"],
+    );
+    sim.apply(fresh("ns/a"));
+    assert_eq!(
+        sim.pass(),
+        vec![(
+            "ns/a".into(),
+            write(&["192.0.2.1"], Some("p"), true),
+            normal("IPAllocated", "assigned 192.0.2.1 from pool p"),
+        )]
+    );
+    let status = sim.pools["p"].status.clone().unwrap();
+    assert_eq!(status.available.as_deref(), Some("2"));
+    assert_eq!(
+        conditions(&status)[2],
+        (
+            "ControlPlaneConflict",
+            "True",
+            "ControlPlaneAddress",
+            "192.0.2.0 is the control-plane endpoint (--control-plane-address); it is never \
+             assigned to a Service"
+        )
     );
 }

@@ -516,3 +516,128 @@ fn local_traffic_policy_services_share_only_with_the_same_selector() {
         );
     }
 }
+
+/// Issue 10: the control-plane VIP inside a service pool. kubeadm's `kube-public/cluster-info`
+/// names it (read as the controller's service account, through the Role in deploy/): the pool
+/// says so in a condition, its counts leave it out, and the pool fills up without handing it to
+/// any Service; the ConfigMap removed, the condition goes and the waiting Service gets it.
+#[test]
+fn the_control_plane_address_in_a_pool_is_never_assigned() {
+    let (lab, env) = installed_cluster().unwrap();
+    let _controller = start_controller(&lab, &env, &ControllerOptions::default()).unwrap();
+    apply(
+        &env,
+        &lab,
+        "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: cp\nspec:\n  addresses: [\"192.0.2.64/29\"]\n",
+    )
+    .unwrap();
+    // What kubeadm writes (its CA data shortened: the controller reads only the server).
+    let kubeconfig = "apiVersion: v1\n    kind: Config\n    clusters:\n    - name: \"\"\n      cluster:\n        certificate-authority-data: AAAA\n        server: https://192.0.2.66:6443\n    contexts: []\n    users: []\n";
+    apply(
+        &env,
+        &lab,
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cluster-info\n  namespace: kube-public\ndata:\n  kubeconfig: |\n    {kubeconfig}"
+        ),
+    )
+    .unwrap();
+    let pool = ["get", "ipaddresspool", "cp"];
+    let cond = "{.status.conditions[?(@.type==\"ControlPlaneConflict\")]";
+    wait_jsonpath(
+        &env,
+        &pool,
+        &format!("{cond}.reason}}"),
+        "ControlPlaneAddress",
+    );
+    assert_eq!(
+        jsonpath(&env, &pool, &format!("{cond}.status}} {cond}.message}}")),
+        "True 192.0.2.66 is the control-plane endpoint (kube-public/cluster-info); it is never assigned to a Service"
+    );
+    wait_jsonpath(&env, &pool, "{.status.available}", "7");
+
+    // Eight Services for the seven addresses left: seven get one, none gets .66.
+    let names: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
+    let yaml: String = names.iter().map(|n| service_yaml(n, &[], "", 80)).collect();
+    apply(&env, &lab, &yaml).unwrap();
+    let mut got = Vec::new();
+    for n in &names[..7] {
+        got.extend(wait_ingress(&env, "default", n, 1, T).unwrap());
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "192.0.2.64",
+            "192.0.2.65",
+            "192.0.2.67",
+            "192.0.2.68",
+            "192.0.2.69",
+            "192.0.2.70",
+            "192.0.2.71"
+        ]
+    );
+    wait_event(&env, "default", "s7", "AllocationFailed", T).unwrap();
+    assert_eq!(
+        jsonpath(
+            &env,
+            &["-n", "default", "get", "svc", "s7"],
+            "{.status.loadBalancer.ingress[*].ip}"
+        ),
+        ""
+    );
+    wait_jsonpath(&env, &pool, "{.status.assigned} {.status.available}", "7 0");
+
+    // The ConfigMap goes: so do the condition and the reservation.
+    env.kubectl(&["-n", "kube-public", "delete", "configmap", "cluster-info"])
+        .unwrap();
+    wait_jsonpath(&env, &pool, &format!("{cond}.reason}}"), "");
+    assert_eq!(
+        wait_ingress(&env, "default", "s7", 1, T).unwrap(),
+        vec!["192.0.2.66"]
+    );
+    wait_jsonpath(&env, &pool, "{.status.assigned} {.status.available}", "8 0");
+}
+
+/// Without the Role on cluster-info (a 403), the controller carries on: it says so once, and the
+/// control-plane address given by flag is reserved all the same.
+#[test]
+fn without_cluster_info_access_the_flag_still_reserves_the_control_plane_address() {
+    let (lab, env) = installed_cluster().unwrap();
+    env.kubectl(&[
+        "-n",
+        "kube-public",
+        "delete",
+        "rolebinding",
+        "ferrolb-controller-cluster-info",
+    ])
+    .unwrap();
+    let opts = ControllerOptions {
+        extra_args: vec!["--control-plane-address".into(), "192.0.2.64".into()],
+        ..Default::default()
+    };
+    let controller = start_controller(&lab, &env, &opts).unwrap();
+    apply(
+        &env,
+        &lab,
+        "apiVersion: ferrolb.io/v1alpha1\nkind: IPAddressPool\nmetadata:\n  name: cp\nspec:\n  addresses: [\"192.0.2.64/30\"]\n",
+    )
+    .unwrap();
+    apply(&env, &lab, &service_yaml("web", &[], "", 80)).unwrap();
+    assert_eq!(
+        wait_ingress(&env, "default", "web", 1, T).unwrap(),
+        vec!["192.0.2.65"]
+    );
+    let pool = ["get", "ipaddresspool", "cp"];
+    wait_jsonpath(
+        &env,
+        &pool,
+        "{.status.conditions[?(@.type==\"ControlPlaneConflict\")].message}",
+        "192.0.2.64 is the control-plane endpoint (--control-plane-address); it is never assigned to a Service",
+    );
+    let log = controller.log_text();
+    assert_eq!(
+        log.matches("cannot read kube-public/cluster-info").count(),
+        1,
+        "{log}"
+    );
+}

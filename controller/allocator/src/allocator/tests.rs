@@ -146,9 +146,24 @@ pub(super) fn check_invariants(a: &Allocator) {
                 .copied()
                 .unwrap_or(0);
             assert_eq!(space.assigned, held, "{} {family} assigned", pool.name());
+            let reserved = a
+                .reserved
+                .iter()
+                .filter(|&&ip| {
+                    Family::of(ip) == family
+                        && !a.holders.contains_key(&ip)
+                        && a.pools.usable_in(ip) == Some(pool.name())
+                })
+                .count() as u128;
+            assert_eq!(
+                space.reserved,
+                reserved,
+                "{} {family} reserved",
+                pool.name()
+            );
             assert_eq!(
                 space.free.count(),
-                space.usable - space.assigned,
+                space.usable - space.assigned - space.reserved,
                 "{} {family} free",
                 pool.name()
             );
@@ -1124,4 +1139,59 @@ fn a_service_may_get_back_what_it_is_releasing_itself() {
     sorted.sort();
     assert_eq!(texts, sorted);
     assert_eq!(order[0], Holder::Service(svc("s")));
+}
+
+/// A reserved address (the controller reserves the control-plane endpoint) is never handed out,
+/// by lowest-free, by request or by sharing, and is neither available nor assigned; a service
+/// that held it before keeps it, and once that service lets it go it stays reserved.
+#[test]
+fn reserved_addresses_are_never_handed_out_and_holders_keep_them() {
+    let mut a = alloc(vec![pool("p", &["192.0.2.0/30"])]);
+    let shared = sharing("k", &[80], "");
+    a.restore(svc("old"), vec![ip("192.0.2.2")], Some(shared.clone()))
+        .unwrap();
+    a.set_reserved([ip("192.0.2.0"), ip("192.0.2.2")].into());
+    check_invariants(&a);
+    let stats = a.pool_stats(&"p".into()).unwrap();
+    assert_eq!((stats.v4.assigned, stats.v4.available), (1, 2));
+
+    // Kept by its holder, as is.
+    let kept = a.assign(&sharing_as(shared.clone(), req("old"))).unwrap();
+    assert_eq!((ips(&kept), kept.moved), (vec![ip("192.0.2.2")], None));
+    // Not shared under its key, not had by asking, not picked.
+    let other = sharing_as(sharing("k", &[443], ""), req("other"));
+    assert_eq!(ips(&a.assign(&other).unwrap()), [ip("192.0.2.1")]);
+    assert_eq!(
+        a.assign(&asking(&["192.0.2.0"], req("asks"))),
+        Err(AllocError::RequestedReserved {
+            ip: ip("192.0.2.0")
+        })
+    );
+    assert_eq!(ips(&a.assign(&req("c")).unwrap()), [ip("192.0.2.3")]);
+    assert_eq!(
+        a.assign(&req("d")),
+        Err(AllocError::Exhausted {
+            pool: None,
+            family: Family::V4
+        })
+    );
+    check_invariants(&a);
+
+    // Released by its holder, it stays reserved.
+    a.release(&svc("old"));
+    check_invariants(&a);
+    let stats = a.pool_stats(&"p".into()).unwrap();
+    assert_eq!((stats.v4.assigned, stats.v4.available), (2, 0));
+    assert!(a.assign(&req("d")).is_err());
+
+    // Unreserved, both come back; pools replaced keep the reservations.
+    a.set_reserved([ip("192.0.2.0")].into());
+    a.set_pools(vec![pool("p", &["192.0.2.0/29"])]);
+    check_invariants(&a);
+    let stats = a.pool_stats(&"p".into()).unwrap();
+    assert_eq!((stats.v4.assigned, stats.v4.available), (2, 5));
+    assert_eq!(ips(&a.assign(&req("d")).unwrap()), [ip("192.0.2.2")]);
+    a.set_reserved(BTreeSet::new());
+    check_invariants(&a);
+    assert_eq!(a.pool_stats(&"p".into()).unwrap().v4.available, 5);
 }
