@@ -239,6 +239,48 @@ fn three_nodes_one_holder_and_failover_on_link_loss_and_on_api_server_failure() 
     assert_eq!(g.holders(), vec![successor], "{}", g.logs());
     // After every failover, the client's kubectl still reaches the cluster through the VIP.
     assert_eq!(kubectl(&["get", "--raw", "/readyz"]).unwrap().trim(), "ok");
+
+    // A rolling restart of the three speakers, one at a time as a static-pod upgrade does it
+    // (SIGTERM, start, rejoin): sampled all along, never two holders, and a holder again after
+    // each step.
+    for i in 1..=3 {
+        let mut s = g.speakers[i - 1].take().unwrap();
+        s.terminate(Duration::from_secs(10)).unwrap();
+        g.speakers[i - 1] = Some(g.start_speaker(i).unwrap());
+        let start = std::time::Instant::now();
+        loop {
+            let h = g.holders();
+            assert!(h.len() <= 1, "two holders at once: {h:?}\n{}", g.logs());
+            if h.len() == 1 && start.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "no holder after restarting node {i}\n{}",
+                g.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let holder = g.wait_holder(None).unwrap();
+    assert_eq!(answering(&g.lab, vip()).unwrap(), vec![holder]);
+
+    // Every API server down at once: no node is healthy, so the VIP goes nowhere (a client gets
+    // no answer rather than a node that cannot serve); the first API server back brings it to its
+    // node.
+    for api in &mut g.apis {
+        if let Some(mut a) = api.take() {
+            a.kill().unwrap();
+        }
+    }
+    cmd::wait_for("VIP removed", WAIT, Duration::from_millis(50), || {
+        g.holders().is_empty().then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", g.logs()));
+    let back = if holder == 3 { 1 } else { holder + 1 };
+    g.apis[back - 1] = Some(g.start_api(back).unwrap());
+    assert_eq!(g.wait_holder(None).unwrap(), back, "{}", g.logs());
+    assert_eq!(kubectl(&["get", "--raw", "/readyz"]).unwrap().trim(), "ok");
 }
 
 #[test]
