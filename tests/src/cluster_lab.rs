@@ -121,7 +121,28 @@ pub fn ferrolb_images() -> anyhow::Result<Vec<PathBuf>> {
                 .map_err(|(_, e)| e)
                 .context("locking target/images")?;
             let script = crate::workspace_root().join("tests/scripts/images.sh");
-            let status = std::process::Command::new(&script)
+            let mut build = std::process::Command::new(&script);
+            // Not the test binary's CARGO_PKG_NAME, CARGO_MANIFEST_DIR, … (cargo sets them for
+            // tests): build scripts watch them (ring's `rerun-if-env-changed`), so the release
+            // build `make test` made before the tests would be rebuilt here, minutes each time.
+            const SET_BY_CARGO: [&str; 9] = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "CARGO_CFG_",
+                "OUT_DIR",
+            ];
+            for (key, _) in std::env::vars_os() {
+                let k = key.to_string_lossy();
+                if SET_BY_CARGO.iter().any(|p| k.starts_with(p)) {
+                    build.env_remove(&key);
+                }
+            }
+            let status = build
                 .env("CARGO_TARGET_DIR", crate::target_dir())
                 .status()
                 .with_context(|| format!("running {}", script.display()))?;
